@@ -1,0 +1,62 @@
+"""Roles and what each may do: the one table every route's permission check reads.
+
+Scope is separate: whatever a role may do, it may do only inside the region subtree of the
+org the user acts for (see `core.deps.Actor.in_scope`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    leader = "leader"
+    dispatcher = "dispatcher"
+    handler = "handler"
+    grid_worker = "grid_worker"
+    resident = "resident"
+    data_steward = "data_steward"
+    data_consumer = "data_consumer"
+
+
+class Permission(enum.StrEnum):
+    regions_read = "regions.read"
+    regions_manage = "regions.manage"
+    grids_assign = "grids.assign"
+    orgs_read = "orgs.read"
+    orgs_manage = "orgs.manage"
+    users_read = "users.read"
+    users_manage = "users.manage"
+    audit_read = "audit.read"
+    tokens_own = "tokens.own"
+
+
+P = Permission
+_STAFF = {P.regions_read, P.orgs_read, P.tokens_own}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.admin: frozenset(Permission),
+    Role.leader: frozenset(_STAFF | {P.users_read}),
+    Role.dispatcher: frozenset(_STAFF | {P.users_read, P.grids_assign}),
+    Role.handler: frozenset(_STAFF),
+    Role.grid_worker: frozenset(_STAFF),
+    Role.resident: frozenset({P.regions_read, P.tokens_own}),
+    Role.data_steward: frozenset(_STAFF),
+    Role.data_consumer: frozenset(_STAFF),
+}
+
+ROLE_LABELS = {
+    Role.admin: "Administrator",
+    Role.leader: "Leader",
+    Role.dispatcher: "Dispatcher",
+    Role.handler: "Department handler",
+    Role.grid_worker: "Grid worker",
+    Role.resident: "Resident",
+    Role.data_steward: "Data steward",
+    Role.data_consumer: "Data consumer",
+}
+
+
+def permissions_for(role: Role) -> frozenset[Permission]:
+    return ROLE_PERMISSIONS[role]

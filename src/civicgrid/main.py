@@ -1,0 +1,110 @@
+"""The FastAPI application: mounts every package's routers, static files and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from civicgrid.core.config import Settings, get_settings
+from civicgrid.core.db import Database
+from civicgrid.core.errors import AppError, TooManyRequests, Unauthenticated, error_body
+from civicgrid.core.i18n import gettext
+from civicgrid.core.web import LocaleMiddleware, render
+
+log = logging.getLogger("civicgrid")
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+def wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(("/api/", "/open311/", "/docs", "/openapi")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, status: int, code: str, message: str, **extra: object) -> Response:
+    headers = {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    if wants_html(request) and not request.headers.get("hx-request"):
+        return render(request, "web/error.html", status_code=status, status=status, message=message)
+    if request.headers.get("hx-request"):
+        # htmx swaps the message into the page's error area.
+        return render(request, "web/_error.html", status_code=status, message=message)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> Response:
+        if isinstance(exc, Unauthenticated) and wants_html(request) and not request.headers.get("hx-request"):
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        extra = {"retry_after": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        return error_response(request, exc.status, exc.code, exc.translated(), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form")]
+            problems.append(gettext("{field}: {problem}", field=".".join(loc) or "-", problem=err.get("msg", "")))
+        message = gettext("The input is not valid. {details}", details="; ".join(problems))
+        return error_response(request, 422, "invalid", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        messages = {
+            404: gettext("Not found."),
+            405: gettext("This method is not allowed here."),
+        }
+        message = messages.get(exc.status_code) or gettext("The request could not be handled.")
+        return error_response(request, exc.status_code, f"http_{exc.status_code}", message)
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_data_dir()
+    database = db or Database(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="CivicGrid",
+        version="0.1.0",
+        description="Grassroots social governance: grids, events, disputes, risks, public data.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.add_middleware(LocaleMiddleware)
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    from civicgrid.accounts import api as accounts_api
+    from civicgrid.accounts import web as accounts_web
+    from civicgrid.regions import api as regions_api
+    from civicgrid.regions import web as regions_web
+    from civicgrid.web import web as shell_web
+
+    for router in (
+        accounts_api.router,
+        regions_api.router,
+        accounts_web.router,
+        regions_web.router,
+        shell_web.router,
+    ):
+        app.include_router(router)
+    return app

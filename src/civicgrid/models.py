@@ -1,0 +1,9 @@
+"""Imports every package's models so the metadata is complete (Alembic, tests)."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    import civicgrid.accounts.models
+    import civicgrid.core.audit
+    import civicgrid.regions.models  # noqa: F401
