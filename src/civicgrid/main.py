@@ -34,13 +34,16 @@ def wants_html(request: Request) -> bool:
 def error_response(request: Request, status: int, code: str, message: str, **extra: object) -> Response:
     headers = {}
     if "retry_after" in extra:
-        headers["Retry-After"] = str(extra["retry_after"])
+        headers["Retry-After"] = str(extra.pop("retry_after"))
+    details = extra.get("details", [])
     if wants_html(request) and not request.headers.get("hx-request"):
-        return render(request, "web/error.html", status_code=status, status=status, message=message)
+        return render(
+            request, "web/error.html", status_code=status, status=status, message=message, details=details
+        )
     if request.headers.get("hx-request"):
         # htmx swaps the message into the page's error area.
-        return render(request, "web/_error.html", status_code=status, message=message)
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+        return render(request, "web/_error.html", status_code=status, message=message, details=details)
+    return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,7 +51,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def app_error(request: Request, exc: AppError) -> Response:
         if isinstance(exc, Unauthenticated) and wants_html(request) and not request.headers.get("hx-request"):
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-        extra = {"retry_after": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        extra: dict[str, object] = {"retry_after": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        if exc.details:
+            extra["details"] = exc.details
         return error_response(request, exc.status, exc.code, exc.translated(), **extra)
 
     @app.exception_handler(RequestValidationError)

@@ -11,10 +11,14 @@ class AppError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, **params: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: list[dict[str, Any]] | None = None, **params: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.params = params
+        # Per-item problems (e.g. one per bad GeoJSON feature or CSV row), each with a "message".
+        self.details = details or []
         if code:
             self.code = code
 
