@@ -67,7 +67,9 @@ class _Backend:
             return Database(f"sqlite:///{path}")
         db = Database(self.url)
         with db.engine.begin() as c:
-            c.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in self.tables) + " RESTART IDENTITY CASCADE"))
+            c.execute(
+                text("TRUNCATE " + ", ".join(f'"{t}"' for t in self.tables) + " RESTART IDENTITY CASCADE")
+            )
         return db
 
     def drop(self) -> None:
@@ -89,7 +91,9 @@ def _backend_registry() -> Iterator[dict[str, _Backend]]:
 
 
 @pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path, _backend_registry: dict[str, _Backend]) -> Iterator[Database]:
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, _backend_registry: dict[str, _Backend]
+) -> Iterator[Database]:
     """A migrated, empty database: SQLite and PostgreSQL."""
     kind = request.param
     if kind == "postgresql" and not PG_URL:

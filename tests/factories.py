@@ -20,16 +20,30 @@ PASSWORD = "correct-horse-9"
 
 
 def make_region(
-    session: Session, code: str, name: str, level: RegionLevel, bounds: tuple[float, float, float, float],
-    parent: Region | None = None, name_en: str = "",
+    session: Session,
+    code: str,
+    name: str,
+    level: RegionLevel,
+    bounds: tuple[float, float, float, float],
+    parent: Region | None = None,
+    name_en: str = "",
 ) -> Region:
     geom = box(*bounds)
     c = geom.centroid
     region = Region(
-        code=code, name=name, name_en=name_en or code, level=level, parent_id=parent.id if parent else None,
-        path=(parent.path if parent else "/") + code + "/", geometry=json.dumps(mapping(geom)),
-        centroid_lon=c.x, centroid_lat=c.y, min_lon=bounds[0], min_lat=bounds[1],
-        max_lon=bounds[2], max_lat=bounds[3],
+        code=code,
+        name=name,
+        name_en=name_en or code,
+        level=level,
+        parent_id=parent.id if parent else None,
+        path=(parent.path if parent else "/") + code + "/",
+        geometry=json.dumps(mapping(geom)),
+        centroid_lon=c.x,
+        centroid_lat=c.y,
+        min_lon=bounds[0],
+        min_lat=bounds[1],
+        max_lon=bounds[2],
+        max_lat=bounds[3],
     )
     session.add(region)
     session.flush()
@@ -61,24 +75,46 @@ def make_tree(session: Session) -> Tree:
         r[f"grid{i}a"], r[f"grid{i}b"] = g1, g2
     o = t.orgs
     o["bureau"] = accounts.create_org(
-        session, SYSTEM, code="city-bureau", name="市大数据局", kind=OrgKind.bureau, region_code="331000000000"
+        session,
+        SYSTEM,
+        code="city-bureau",
+        name="市大数据局",
+        kind=OrgKind.bureau,
+        region_code="331000000000",
     )
     for i in (1, 2):
         o[f"centre{i}"] = accounts.create_org(
-            session, SYSTEM, code=f"centre-{i}", name=f"县{i}社会治理中心", kind=OrgKind.governance_centre,
+            session,
+            SYSTEM,
+            code=f"centre-{i}",
+            name=f"县{i}社会治理中心",
+            kind=OrgKind.governance_centre,
             region_code=r[f"county{i}"].code,
         )
         o[f"town{i}"] = accounts.create_org(
-            session, SYSTEM, code=f"town-{i}", name=f"镇{i}四平台", kind=OrgKind.township_office,
+            session,
+            SYSTEM,
+            code=f"town-{i}",
+            name=f"镇{i}四平台",
+            kind=OrgKind.township_office,
             region_code=r[f"town{i}"].code,
         )
         o[f"village{i}"] = accounts.create_org(
-            session, SYSTEM, code=f"village-{i}", name=f"村{i}村委会", kind=OrgKind.village_committee,
+            session,
+            SYSTEM,
+            code=f"village-{i}",
+            name=f"村{i}村委会",
+            kind=OrgKind.village_committee,
             region_code=r[f"village{i}"].code,
         )
     o["dept1"] = accounts.create_org(
-        session, SYSTEM, code="dept-safety-1", name="县1综治办", kind=OrgKind.department,
-        region_code=r["county1"].code, platform=Platform.safety,
+        session,
+        SYSTEM,
+        code="dept-safety-1",
+        name="县1综治办",
+        kind=OrgKind.department,
+        region_code=r["county1"].code,
+        platform=Platform.safety,
     )
     return t
 
@@ -98,8 +134,13 @@ ROLE_HOME = {
 
 def make_user(session: Session, t: Tree, username: str, role: Role, org_key: str, **kw: Any) -> User:
     user = accounts.create_user(
-        session, SYSTEM, username=username, display_name=kw.pop("display_name", "张三"),
-        password=kw.pop("password", PASSWORD), memberships=[(t.orgs[org_key].code, role)], **kw,
+        session,
+        SYSTEM,
+        username=username,
+        display_name=kw.pop("display_name", "张三"),
+        password=kw.pop("password", PASSWORD),
+        memberships=[(t.orgs[org_key].code, role)],
+        **kw,
     )
     t.users[username] = user
     return user

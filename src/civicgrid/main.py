@@ -18,7 +18,9 @@ from civicgrid.core.config import Settings, get_settings
 from civicgrid.core.db import Database
 from civicgrid.core.errors import AppError, TooManyRequests, Unauthenticated, error_body
 from civicgrid.core.i18n import gettext
+from civicgrid.core.logging import AccessLogMiddleware
 from civicgrid.core.web import LocaleMiddleware, render
+from civicgrid.worker import start_embedded
 
 log = logging.getLogger("civicgrid")
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
@@ -51,7 +53,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def app_error(request: Request, exc: AppError) -> Response:
         if isinstance(exc, Unauthenticated) and wants_html(request) and not request.headers.get("hx-request"):
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-        extra: dict[str, object] = {"retry_after": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        extra: dict[str, object] = (
+            {"retry_after": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        )
         if exc.details:
             extra["details"] = exc.details
         return error_response(request, exc.status, exc.code, exc.translated(), **extra)
@@ -61,7 +65,9 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form")]
-            problems.append(gettext("{field}: {problem}", field=".".join(loc) or "-", problem=err.get("msg", "")))
+            problems.append(
+                gettext("{field}: {problem}", field=".".join(loc) or "-", problem=err.get("msg", ""))
+            )
         message = gettext("The input is not valid. {details}", details="; ".join(problems))
         return error_response(request, 422, "invalid", message)
 
@@ -82,7 +88,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = start_embedded(database) if settings.embedded_worker else None
         yield
+        if worker:
+            thread, stop = worker
+            stop.set()
+            thread.join(timeout=10)
         if db is None:
             database.dispose()
 
@@ -95,6 +106,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.settings = settings
     app.state.db = database
     app.add_middleware(LocaleMiddleware)
+    app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -106,6 +118,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     for router in (
         accounts_api.router,
+        accounts_api.audit_router,
         regions_api.router,
         accounts_web.router,
         regions_web.router,

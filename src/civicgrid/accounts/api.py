@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, status
 
 from civicgrid.accounts import service
 from civicgrid.accounts.models import ApiToken, OrgKind, User
 from civicgrid.accounts.permissions import Permission, Role
 from civicgrid.accounts.schemas import (
+    AuditOut,
+    AuditPage,
+    AuditVerifyOut,
     LoginIn,
     MembershipIn,
     MembershipOut,
@@ -21,10 +27,12 @@ from civicgrid.accounts.schemas import (
     UserOut,
     UserUpdate,
 )
+from civicgrid.core import audit
 from civicgrid.core.auth import Actor
-from civicgrid.core.deps import SessionDep, actor_with
+from civicgrid.core.deps import SessionDep, requires
 from civicgrid.core.errors import Unauthenticated
 from civicgrid.core.masking import mask_phone
+from civicgrid.core.pagination import PageDep, paginate
 
 router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"])
 P = Permission
@@ -50,7 +58,7 @@ def token_out(row: ApiToken) -> TokenOut:
 
 
 @router.post("/login", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def login_for_token(body: LoginIn, session: SessionDep, request: Request) -> TokenCreated:
+def login_for_token(body: LoginIn, session: SessionDep) -> TokenCreated:
     """Exchange a username and password for a personal access token (for other systems and scripts)."""
     result = service.authenticate(session, body.username, body.password)
     if result.locked_for:
@@ -64,7 +72,7 @@ def login_for_token(body: LoginIn, session: SessionDep, request: Request) -> Tok
 
 
 @router.get("/me", response_model=MeOut)
-def me(actor: actor_with(P.tokens_own)) -> MeOut:
+def me(actor: Annotated[Actor, requires(P.tokens_own)]) -> MeOut:
     return MeOut(
         user_id=actor.user_id,
         username=actor.username,
@@ -78,24 +86,34 @@ def me(actor: actor_with(P.tokens_own)) -> MeOut:
 
 
 @router.get("/orgs", response_model=list[OrgOut])
-def list_orgs(session: SessionDep, actor: actor_with(P.orgs_read), kind: OrgKind | None = None, q: str = "") -> list:
+def list_orgs(
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.orgs_read)],
+    kind: OrgKind | None = None,
+    q: str = "",
+) -> list:
     return service.list_orgs(session, actor, kind=kind, q=q)
 
 
 @router.post("/orgs", response_model=OrgOut, status_code=status.HTTP_201_CREATED)
-def create_org(body: OrgIn, session: SessionDep, actor: actor_with(P.orgs_manage)) -> object:
+def create_org(body: OrgIn, session: SessionDep, actor: Annotated[Actor, requires(P.orgs_manage)]) -> object:
     return service.create_org(session, actor, **body.model_dump())
 
 
 @router.get("/users", response_model=list[UserOut])
 def list_users(
-    session: SessionDep, actor: actor_with(P.users_read), q: str = "", role: Role | None = None
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.users_read)],
+    q: str = "",
+    role: Role | None = None,
 ) -> list[UserOut]:
     return [user_out(u, actor) for u in service.list_users(session, actor, q=q, role=role)]
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserIn, session: SessionDep, actor: actor_with(P.users_manage)) -> UserOut:
+def create_user(
+    body: UserIn, session: SessionDep, actor: Annotated[Actor, requires(P.users_manage)]
+) -> UserOut:
     user = service.create_user(
         session,
         actor,
@@ -109,19 +127,21 @@ def create_user(body: UserIn, session: SessionDep, actor: actor_with(P.users_man
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: int, session: SessionDep, actor: actor_with(P.users_read)) -> UserOut:
+def get_user(user_id: int, session: SessionDep, actor: Annotated[Actor, requires(P.users_read)]) -> UserOut:
     return user_out(service.get_user_in_scope(session, actor, user_id), actor)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-def update_user(user_id: int, body: UserUpdate, session: SessionDep, actor: actor_with(P.users_manage)) -> UserOut:
+def update_user(
+    user_id: int, body: UserUpdate, session: SessionDep, actor: Annotated[Actor, requires(P.users_manage)]
+) -> UserOut:
     user = service.update_user(session, actor, user_id, **body.model_dump(exclude_unset=True))
     return user_out(user, actor)
 
 
 @router.post("/users/{user_id}/memberships", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def add_membership(
-    user_id: int, body: MembershipIn, session: SessionDep, actor: actor_with(P.users_manage)
+    user_id: int, body: MembershipIn, session: SessionDep, actor: Annotated[Actor, requires(P.users_manage)]
 ) -> UserOut:
     service.add_membership(session, actor, user_id, body.org_code, body.role)
     session.expire_all()
@@ -129,16 +149,59 @@ def add_membership(
 
 
 @router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(session: SessionDep, actor: actor_with(P.tokens_own)) -> list[TokenOut]:
+def list_tokens(session: SessionDep, actor: Annotated[Actor, requires(P.tokens_own)]) -> list[TokenOut]:
     return [token_out(t) for t in service.list_api_tokens(session, actor)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenIn, session: SessionDep, actor: actor_with(P.tokens_own)) -> TokenCreated:
+def create_token(
+    body: TokenIn, session: SessionDep, actor: Annotated[Actor, requires(P.tokens_own)]
+) -> TokenCreated:
     row, token = service.create_api_token(session, actor, name=body.name, days=body.days)
     return TokenCreated(**token_out(row).model_dump(), token=token)
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: int, session: SessionDep, actor: actor_with(P.tokens_own)) -> TokenOut:
+def revoke_token(
+    token_id: int, session: SessionDep, actor: Annotated[Actor, requires(P.tokens_own)]
+) -> TokenOut:
     return token_out(service.revoke_api_token(session, actor, token_id))
+
+
+audit_router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+@audit_router.get("", response_model=AuditPage)
+def search_audit(
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.audit_read)],
+    page: PageDep,
+    by: str = "",
+    action: str = "",
+    target_type: str = "",
+    target_id: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditPage:
+    stmt = service.audit_stmt(
+        session,
+        actor,
+        by=by,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        since=since,
+        until=until,
+    )
+    rows, total = paginate(session, stmt, page)
+    return AuditPage(
+        items=[AuditOut.model_validate(r) for r in rows], total=total, page=page.page, size=page.size
+    )
+
+
+@audit_router.post("/verify", response_model=AuditVerifyOut)
+def verify_audit(session: SessionDep, actor: Annotated[Actor, requires(P.audit_read)]) -> AuditVerifyOut:
+    breaks = audit.verify(session)
+    return AuditVerifyOut(
+        intact=not breaks, breaks=[{"record_id": b.record_id, "reason": b.reason} for b in breaks]
+    )

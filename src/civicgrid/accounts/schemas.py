@@ -104,3 +104,28 @@ class MeOut(BaseModel):
     role: str
     region_id: int
     permissions: list[str]
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: datetime
+    actor: str
+    org_id: int | None
+    action: str
+    target_type: str
+    target_id: str
+    diff: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    total: int
+    page: int
+    size: int
+
+
+class AuditVerifyOut(BaseModel):
+    intact: bool
+    breaks: list[dict[str, object]]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from civicgrid.accounts.models import ApiToken, LoginFailure, Membership, Org, OrgKind, User, WebSession
@@ -110,9 +111,10 @@ def get_user_by_username(session: Session, username: str) -> User | None:
 
 def user_in_scope(session: Session, actor: Actor, user: User) -> bool:
     """A user is visible when any of their orgs lies inside the actor's subtree."""
-    return any(
-        actor.in_scope(regions.get(session, m.org.region_id).path) for m in user.memberships
-    ) or user.id == actor.user_id
+    return (
+        any(actor.in_scope(regions.get(session, m.org.region_id).path) for m in user.memberships)
+        or user.id == actor.user_id
+    )
 
 
 def get_user_in_scope(session: Session, actor: Actor, user_id: int) -> User:
@@ -170,7 +172,9 @@ def create_user(
         if role == Role.admin and actor.role != Role.admin and actor.via != "system":
             raise PermissionDenied("Only an administrator may create administrators.")
         orgs.append((org, role))
-    user = User(username=username, display_name=display_name, phone=phone, password_hash=hash_password(password))
+    user = User(
+        username=username, display_name=display_name, phone=phone, password_hash=hash_password(password)
+    )
     user.memberships = [Membership(org=org, role=role) for org, role in orgs]
     session.add(user)
     session.flush()
@@ -214,7 +218,9 @@ def update_user(
         _end_all_sessions(session, user.id)
         extra = {"password": "changed"}
     session.flush()
-    audit.record(session, actor, "user.update", "user", user.id, before=before, after=user_dict(user), extra=extra)
+    audit.record(
+        session, actor, "user.update", "user", user.id, before=before, after=user_dict(user), extra=extra
+    )
     return user
 
 
@@ -227,7 +233,9 @@ def add_membership(session: Session, actor: Actor, user_id: int, org_code: str, 
     m = Membership(user_id=user.id, org_id=org.id, role=role)
     session.add(m)
     session.flush()
-    audit.record(session, actor, "membership.add", "user", user.id, after={"membership": f"{org.code}:{role}"})
+    audit.record(
+        session, actor, "membership.add", "user", user.id, after={"membership": f"{org.code}:{role}"}
+    )
     return m
 
 
@@ -251,7 +259,9 @@ def authenticate(session: Session, username: str, password: str) -> LoginResult:
     now = utcnow()
     window = now - timedelta(minutes=settings.login_window_minutes)
     failures = session.scalars(
-        select(LoginFailure.at).where(LoginFailure.username == key, LoginFailure.at > window).order_by(LoginFailure.at)
+        select(LoginFailure.at)
+        .where(LoginFailure.username == key, LoginFailure.at > window)
+        .order_by(LoginFailure.at)
     ).all()
     if len(failures) >= settings.login_max_failures:
         unlock = failures[-settings.login_max_failures] + timedelta(minutes=settings.login_window_minutes)
@@ -303,7 +313,9 @@ def _actor(session: Session, user: User, membership: Membership, via: str, csrf:
     )
 
 
-def actor_for_user(session: Session, user: User, membership_id: int | None = None, via: str = "system") -> Actor:
+def actor_for_user(
+    session: Session, user: User, membership_id: int | None = None, via: str = "system"
+) -> Actor:
     return _actor(session, user, _active_membership(user, membership_id), via)
 
 
@@ -374,7 +386,9 @@ def create_api_token(session: Session, actor: Actor, *, name: str, days: int = 9
 
 def list_api_tokens(session: Session, actor: Actor) -> list[ApiToken]:
     return list(
-        session.scalars(select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id.desc()))
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id.desc())
+        )
     )
 
 
@@ -400,3 +414,30 @@ def actor_for_api_token(session: Session, token: str) -> Actor | None:
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
         row.last_used_at = now
     return _actor(session, user, _active_membership(user, row.membership_id), "token")
+
+
+def purge_expired(session: Session) -> int:
+    """Worker job: drop ended browser sessions and login failures older than the throttle window."""
+    now = utcnow()
+    cutoff = now - timedelta(minutes=get_settings().login_window_minutes)
+    expired = session.scalars(select(WebSession.id).where(WebSession.expires_at <= now)).all()
+    old = session.scalars(select(LoginFailure.id).where(LoginFailure.at <= cutoff)).all()
+    session.execute(delete(WebSession).where(WebSession.id.in_(expired)))
+    session.execute(delete(LoginFailure).where(LoginFailure.id.in_(old)))
+    return len(expired) + len(old)
+
+
+def audit_stmt(session: Session, actor: Actor, **filters: Any) -> Select[Any]:
+    """The audit records the actor may read: all of them for a jurisdiction-wide admin, else
+    those written by orgs inside the actor's subtree."""
+    root = actor.region_path.count("/") == 2  # "/<city code>/": the top of the tree
+    scope = (
+        None
+        if root
+        else (
+            select(Org.id)
+            .join(regions.Region, Org.region_id == regions.Region.id)
+            .where(regions.Region.path.startswith(actor.region_path))
+        )
+    )
+    return audit.search_stmt(org_ids_in_scope=scope, **filters)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, select, text
+from sqlalchemy import ForeignKey, Select, String, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
@@ -132,3 +132,33 @@ def _iterate(session: Session, batch: int) -> Iterator[AuditRecord]:
         yield from rows
         last = rows[-1].id
         session.expunge_all()
+
+
+def search_stmt(
+    *,
+    org_ids_in_scope: Select[Any] | None,
+    by: str = "",
+    action: str = "",
+    target_type: str = "",
+    target_id: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select[Any]:
+    """Records matching the filters, newest first. `org_ids_in_scope` is a subquery of the org
+    ids the reader may see (None: everything, for readers whose scope is the whole jurisdiction)."""
+    stmt = select(AuditRecord).order_by(AuditRecord.id.desc())
+    if org_ids_in_scope is not None:
+        stmt = stmt.where(AuditRecord.org_id.in_(org_ids_in_scope))
+    if by:
+        stmt = stmt.where(AuditRecord.actor == by)
+    if action:
+        stmt = stmt.where(AuditRecord.action.startswith(action))
+    if target_type:
+        stmt = stmt.where(AuditRecord.target_type == target_type)
+    if target_id:
+        stmt = stmt.where(AuditRecord.target_id == target_id)
+    if since:
+        stmt = stmt.where(AuditRecord.at >= since)
+    if until:
+        stmt = stmt.where(AuditRecord.at < until)
+    return stmt

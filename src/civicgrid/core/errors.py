@@ -12,7 +12,12 @@ class AppError(Exception):
     code = "bad_request"
 
     def __init__(
-        self, message: str, *, code: str | None = None, details: list[dict[str, Any]] | None = None, **params: Any
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        **params: Any,
     ) -> None:
         super().__init__(message)
         self.message = message

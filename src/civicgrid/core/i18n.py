@@ -34,8 +34,9 @@ def catalogue(locale: str) -> dict[str, tuple[str, ...]]:
         for msg in cat:
             if not msg.id or msg.fuzzy:
                 continue
-            key = msg.id[0] if isinstance(msg.id, tuple) else msg.id
-            forms = tuple(msg.string) if isinstance(msg.string, tuple | list) else (msg.string,)
+            key = str(msg.id[0] if isinstance(msg.id, tuple | list) else msg.id)
+            raw = msg.string if isinstance(msg.string, tuple | list) else (msg.string,)
+            forms = tuple(str(f or "") for f in raw)
             if any(forms):
                 out[key] = forms
     return out
@@ -61,10 +62,8 @@ def gettext(message: str, **params: Any) -> str:
 
 def ngettext(singular: str, plural: str, n: int, **params: Any) -> str:
     forms = catalogue(get_locale()).get(singular)
-    if forms and forms[0]:
-        text = forms[0]  # Chinese has one plural form
-    else:
-        text = singular if n == 1 else plural
+    # Chinese has one plural form.
+    text = forms[0] if forms and forms[0] else (singular if n == 1 else plural)
     params.setdefault("num", n)
     return text.format(**params)
 

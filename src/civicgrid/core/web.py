@@ -77,14 +77,19 @@ class LocaleMiddleware:
             return
         req = Request(scope)
         explicit = req.query_params.get("lang")
-        locale = negotiate_locale(explicit or req.cookies.get(LOCALE_COOKIE), req.headers.get("accept-language"))
+        locale = negotiate_locale(
+            explicit or req.cookies.get(LOCALE_COOKIE), req.headers.get("accept-language")
+        )
         token = set_locale(locale)
 
         async def send_with_cookie(message: Any) -> None:
             if explicit and message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append(
-                    (b"set-cookie", f"{LOCALE_COOKIE}={locale}; Path=/; Max-Age=31536000; SameSite=Lax".encode())
+                    (
+                        b"set-cookie",
+                        f"{LOCALE_COOKIE}={locale}; Path=/; Max-Age=31536000; SameSite=Lax".encode(),
+                    )
                 )
                 message["headers"] = headers
             await send(message)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alembic import context
-
 from typing import Any
+
+from alembic import context
 
 from civicgrid.core.db import Base, UTCDateTime, make_engine
 from civicgrid.models import load_all
@@ -21,7 +21,11 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     return False
 
 
-OPTS: dict[str, Any] = {"target_metadata": target_metadata, "render_as_batch": True, "render_item": render_item}
+OPTS: dict[str, Any] = {
+    "target_metadata": target_metadata,
+    "render_as_batch": True,
+    "render_item": render_item,
+}
 
 
 def run_migrations_online() -> None:
