@@ -116,6 +116,20 @@ def make_tree(session: Session) -> Tree:
         region_code=r["county1"].code,
         platform=Platform.safety,
     )
+    for key, code, name, kind, region, platform in (
+        (
+            "enforce1",
+            "town-1-enforcement",
+            "镇1综合执法中队",
+            OrgKind.department,
+            "town1",
+            Platform.enforcement,
+        ),
+        ("market1", "county-1-market", "县1市场监管局", OrgKind.department, "county1", Platform.market),
+    ):
+        o[key] = accounts.create_org(
+            session, SYSTEM, code=code, name=name, kind=kind, region_code=r[region].code, platform=platform
+        )
     return t
 
 

@@ -13,7 +13,13 @@ import typer
 from civicgrid.core.config import get_settings
 from civicgrid.core.db import Database
 
-app = typer.Typer(help="CivicGrid: grassroots social governance platform.", no_args_is_help=True)
+# Plain tracebacks without local variables: locals can hold passwords and personal data.
+app = typer.Typer(
+    help="CivicGrid: grassroots social governance platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo jurisdiction (synthetic below county level).", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the unified user system.", no_args_is_help=True)
@@ -85,19 +91,22 @@ def db_upgrade(revision: str = "head") -> None:
     """Apply database migrations."""
     from civicgrid.core.migrate import upgrade
 
-    upgrade(get_settings().resolved_database_url, revision)
+    settings = get_settings()
+    settings.ensure_data_dir()
+    upgrade(settings.resolved_database_url, revision)
     typer.echo("database is up to date")
 
 
 @demo_app.command("load")
 def demo_load(
-    grids: Annotated[int, typer.Option(min=1, max=50000, help="How many grids to generate.")] = 600,
+    grids: Annotated[int, typer.Option(help="How many grids to generate (9 to 50,000).")] = 600,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic geometry and names.")] = 2021,
     if_empty: Annotated[
         bool, typer.Option("--if-empty", help="Do nothing if data is already there.")
     ] = False,
 ) -> None:
     """Load the demo jurisdiction modelled on Taizhou (台州市) and print the demo logins."""
+    from civicgrid.core.errors import AppError
     from civicgrid.demo import service as demo
 
     database = _database()
@@ -111,7 +120,10 @@ def demo_load(
                     typer.echo(demo.print_credentials(json.loads(creds.read_text())))
                 return
             raise _fail("The database already holds a jurisdiction; the demo loads only into an empty one.")
-        creds_dict = demo.load_demo(session, grids=grids, seed=seed, data_dir=settings.data_dir)
+        try:
+            creds_dict = demo.load_demo(session, grids=grids, seed=seed, data_dir=settings.data_dir)
+        except AppError as exc:
+            raise _fail(exc.translated()) from None
     typer.echo(demo.print_credentials(creds_dict))
 
 

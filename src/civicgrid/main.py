@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from civicgrid.core.config import Settings, get_settings
@@ -59,6 +60,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.details:
             extra["details"] = exc.details
         return error_response(request, exc.status, exc.code, exc.translated(), **extra)
+
+    @app.exception_handler(StaleDataError)
+    async def stale(request: Request, exc: StaleDataError) -> Response:
+        # Optimistic locking: another request changed the same row between our read and write.
+        message = gettext("Someone else changed this a moment ago. Reload and try again.")
+        return error_response(request, 409, "conflict", message)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -31,6 +31,8 @@ class Org(TimestampMixin, Base):
     kind: Mapped[OrgKind] = mapped_column(Enum(OrgKind, native_enum=False, length=32))
     region_id: Mapped[int] = mapped_column(ForeignKey("region.id", ondelete="RESTRICT"), index=True)
     platform: Mapped[Platform | None] = mapped_column(Enum(Platform, native_enum=False, length=16))
+    # Own working periods, e.g. "08:00-12:00,14:00-18:00"; empty: the installation's default.
+    working_hours: Mapped[str] = mapped_column(String(100), default="")
     active: Mapped[bool] = mapped_column(default=True)
 
 

@@ -30,18 +30,32 @@ class Permission(enum.StrEnum):
     users_manage = "users.manage"
     audit_read = "audit.read"
     tokens_own = "tokens.own"
+    events_report = "events.report"
+    events_read = "events.read"  # every event in the scope, not only one's own reports
+    events_dispatch = "events.dispatch"
+    events_handle = "events.handle"
+    events_verify = "events.verify"
+    events_supervise = "events.supervise"
+    events_import = "events.import"
+    catalogue_manage = "catalogue.manage"
 
 
 P = Permission
 _STAFF = {P.regions_read, P.orgs_read, P.tokens_own}
 
+_EVENT_STAFF = {P.events_report, P.events_read}
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(Permission),
-    Role.leader: frozenset(_STAFF | {P.users_read}),
-    Role.dispatcher: frozenset(_STAFF | {P.users_read, P.grids_assign}),
-    Role.handler: frozenset(_STAFF),
-    Role.grid_worker: frozenset(_STAFF),
-    Role.resident: frozenset({P.regions_read, P.tokens_own}),
+    Role.leader: frozenset(_STAFF | _EVENT_STAFF | {P.users_read, P.events_supervise}),
+    Role.dispatcher: frozenset(
+        _STAFF
+        | _EVENT_STAFF
+        | {P.users_read, P.grids_assign, P.events_dispatch, P.events_supervise, P.events_import}
+    ),
+    Role.handler: frozenset(_STAFF | _EVENT_STAFF | {P.events_handle}),
+    Role.grid_worker: frozenset(_STAFF | _EVENT_STAFF | {P.events_verify}),
+    Role.resident: frozenset({P.regions_read, P.tokens_own, P.events_report, P.events_verify}),
     Role.data_steward: frozenset(_STAFF),
     Role.data_consumer: frozenset(_STAFF),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -441,3 +442,22 @@ def audit_stmt(session: Session, actor: Actor, **filters: Any) -> Select[Any]:
         )
     )
     return audit.search_stmt(org_ids_in_scope=scope, **filters)
+
+
+def find_org(session: Session, region_id: int, kind: OrgKind, platform: Platform | None = None) -> Org | None:
+    """The active org of a kind (and platform) sitting on a region; the lowest id when several do."""
+    stmt = select(Org).where(Org.region_id == region_id, Org.kind == kind, Org.active.is_(True))
+    if platform is not None:
+        stmt = stmt.where(Org.platform == platform)
+    return session.scalars(stmt.order_by(Org.id).limit(1)).first()
+
+
+def org_members(session: Session, org_id: int, roles: Iterable[Role]) -> list[User]:
+    """Active users holding one of `roles` in the org (who gets an org's notices)."""
+    stmt = (
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.org_id == org_id, Membership.role.in_(list(roles)), User.active.is_(True))
+        .order_by(User.id)
+    )
+    return list(session.scalars(stmt).unique())
