@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     from civicgrid.accounts import api as accounts_api
     from civicgrid.accounts import web as accounts_web
+    from civicgrid.events import api as events_api
     from civicgrid.regions import api as regions_api
     from civicgrid.regions import web as regions_web
     from civicgrid.web import web as shell_web
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     for router in (
         accounts_api.router,
         accounts_api.audit_router,
+        events_api.router,
+        events_api.inbox_router,
         regions_api.router,
         accounts_web.router,
         regions_web.router,

@@ -56,7 +56,7 @@ async def optional_actor(request: Request, session: SessionDep) -> Actor | None:
         if csrf_needed and not await _csrf_ok(request, actor.csrf_token if actor else ""):
             raise PermissionDenied(
                 "The form has expired or did not come from this site. Reload the page and try again.",
-                code="csrf",
+                error_code="csrf",
             )
     request.state.actor = actor
     return actor

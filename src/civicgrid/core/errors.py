@@ -15,7 +15,7 @@ class AppError(Exception):
         self,
         message: str,
         *,
-        code: str | None = None,
+        error_code: str | None = None,
         details: list[dict[str, Any]] | None = None,
         **params: Any,
     ) -> None:
@@ -24,8 +24,8 @@ class AppError(Exception):
         self.params = params
         # Per-item problems (e.g. one per bad GeoJSON feature or CSV row), each with a "message".
         self.details = details or []
-        if code:
-            self.code = code
+        if error_code:
+            self.code = error_code
 
     def translated(self) -> str:
         return gettext(self.message, **self.params)

@@ -57,7 +57,7 @@ ALLOWED_FROM: dict[str, tuple[State, ...]] = {
 def _illegal(event: Event, action: str) -> Invalid:
     return Invalid(
         "Event {number} is {state}; this step is not possible now.",
-        code="illegal_transition",
+        error_code="illegal_transition",
         number=event.number,
         state=gettext(STATE_LABELS[event.state]),
         action=action,
@@ -569,3 +569,88 @@ def act(
     event = service.get_event(session, actor, number)
     service.check_version(event, version)
     return fn(session, actor, event, **params)  # type: ignore[operator]
+
+
+# ---- what a reader may do now, and the parameters each step takes -----------------------
+
+# action → (required parameters, optional parameters)
+PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "accept": ((), ()),
+    "reject": (("reason", "basis"), ("redirect_to",)),
+    "merge": (("into_number",), ()),
+    "dispatch": ((), ("lead_org_id", "assist_org_ids", "note")),
+    "escalate": (("reason",), ()),
+    "decide_extension": (("grant",), ("note",)),
+    "suspend": (("reason",), ()),
+    "resume": ((), ("note",)),
+    "close": ((), ("note",)),
+    "archive": ((), ()),
+    "supervise": (("note", "due_hours"), ()),
+    "start": ((), ()),
+    "return": (("reason",), ()),
+    "request_extension": (("hours", "reason"), ()),
+    "handle": (("result",), ()),
+    "verify": (("passed",), ("note",)),
+    "rate": (("score",), ("comment",)),
+}
+
+
+def params_for(action: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a step from a request body; a missing one is a clear 422."""
+    if action not in PARAMS:
+        raise NotFound("Unknown step {action}.", action=action)
+    required, optional = PARAMS[action]
+    out = {}
+    for name in required:
+        if given.get(name) is None:
+            raise Invalid("{what} is required.", what=name, field=name)
+        out[name] = given[name]
+    for name in optional:
+        if given.get(name) is not None:
+            out[name] = given[name]
+    return out
+
+
+def _may(actor: Actor, event: Event, action: str, session: Session) -> bool:
+    try:
+        if action in (
+            "accept",
+            "reject",
+            "merge",
+            "dispatch",
+            "escalate",
+            "decide_extension",
+            "suspend",
+            "resume",
+            "close",
+            "archive",
+        ):
+            _owner(actor, event)
+        elif action in ("start", "return", "request_extension", "handle"):
+            _lead(actor, event)
+        elif action == "verify":
+            return can_verify(session, actor, event)
+        elif action == "rate":
+            return bool(event.reporter_user_id) and actor.user_id == event.reporter_user_id
+        elif action == "supervise":
+            _need(actor, P.events_supervise)
+            return actor.org_id != event.lead_org_id
+    except PermissionDenied:
+        return False
+    return True
+
+
+def available_actions(session: Session, actor: Actor, event: Event) -> list[str]:
+    """Steps this reader may take on the event in its current state (for buttons and the API)."""
+    out = []
+    for action, states in ALLOWED_FROM.items():
+        if event.state not in states or not _may(actor, event, action, session):
+            continue
+        if action == "decide_extension" and event.extension_requested_hours is None:
+            continue
+        if action == "request_extension" and event.extension_requested_hours is not None:
+            continue
+        if action == "escalate" and event.level == Level.county:
+            continue
+        out.append(action)
+    return out

@@ -522,7 +522,19 @@ def inbox_stmt(actor: Actor, *, unread_only: bool = False) -> Select[Any]:
     return stmt
 
 
+def mark_read(session: Session, actor: Actor, notification_id: int) -> Notification:
+    n = session.get(Notification, notification_id)
+    if n is None or (n.user_id != actor.user_id and n.org_id != actor.org_id):
+        raise NotFound("No notice with this id.")
+    n.read_at = n.read_at or utcnow()
+    return n
+
+
 # ---- queries ----------------------------------------------------------------------------
+
+
+def event_number(session: Session, event_id: int | None) -> str | None:
+    return session.scalar(select(Event.number).where(Event.id == event_id)) if event_id else None
 
 
 def visible_stmt(actor: Actor) -> Select[Any]:
@@ -552,3 +564,108 @@ def check_version(event: Event, version: int | None) -> None:
 
 def local_date(at: datetime) -> date:
     return (at + LOCAL_DAY_OFFSET).date()
+
+
+# ---- presentation data shared by the API and the pages ----------------------------------
+
+
+def describe(session: Session, actor: Actor, event: Event) -> dict[str, Any]:
+    """Display fields of an event for this reader: names resolved, reporter masked unless
+    the reader dispatches it (they must be able to call the reporter back) or reported it."""
+    from civicgrid.core.masking import mask_name, mask_phone
+
+    category = session.get(Category, event.category_id)
+    grid = session.get(regions.Region, event.grid_id)
+    owner = session.get(Org, event.owner_org_id)
+    lead = session.get(Org, event.lead_org_id) if event.lead_org_id else None
+    clear = actor.can(P.events_dispatch) or actor.user_id == event.reporter_user_id
+    who = event.reporter_name
+    phone = event.reporter_phone
+    if event.reporter_user_id and not who:
+        user = accounts.get_user(session, event.reporter_user_id)
+        who, phone = user.display_name, user.phone or ""
+    reporter = (
+        f"{who} {phone}".strip()
+        if clear
+        else f"{mask_name(who)} {mask_phone(phone) if phone else ''}".strip()
+    )
+    return {
+        "number": event.number,
+        "state": event.state,
+        "category": category.code if category else "",
+        "category_name": category.name if category else "",
+        "platform": event.platform,
+        "title": event.title,
+        "description": event.description,
+        "address": event.address,
+        "lon": event.lon,
+        "lat": event.lat,
+        "grid_code": grid.code if grid else "",
+        "level": event.level,
+        "channel": event.channel,
+        "reporter": reporter,
+        "owner_org": owner.name if owner else "",
+        "lead_org": lead.name if lead else None,
+        "reported_at": event.reported_at,
+        "accept_due_at": event.accept_due_at,
+        "handle_due_at": event.handle_due_at,
+        "verify_due_at": event.verify_due_at,
+        "closed_at": event.closed_at,
+        "result": event.result,
+        "reject_reason": event.reject_reason,
+        "reject_basis": event.reject_basis,
+        "redirect_to": event.redirect_to,
+        "rating": event.rating,
+        "rework_count": event.rework_count,
+        "handback_count": event.handback_count,
+        "duplicate_of": event_number(session, event.duplicate_of_id),
+        "merged_into": event_number(session, event.merged_into_id),
+        "version": event.version,
+    }
+
+
+def list_stmt(
+    actor: Actor,
+    *,
+    state: State | None = None,
+    category: str | None = None,
+    platform: Platform | None = None,
+    lead_org_id: int | None = None,
+    owner_org_id: int | None = None,
+    mine: bool = False,
+    q: str = "",
+    order: str = "newest",
+) -> Select[Any]:
+    """The filtered event list every page and the API use, inside the reader's scope."""
+    stmt = visible_stmt(actor)
+    if state:
+        stmt = stmt.where(Event.state == state)
+    if category:
+        stmt = stmt.where(
+            Event.category_id.in_(select(Category.id).where(Category.code.startswith(category)))
+        )
+    if platform:
+        stmt = stmt.where(Event.platform == platform)
+    if lead_org_id:
+        stmt = stmt.where(Event.lead_org_id == lead_org_id)
+    if owner_org_id:
+        stmt = stmt.where(Event.owner_org_id == owner_org_id)
+    if mine:
+        stmt = stmt.where(Event.reporter_user_id == actor.user_id)
+    if q:
+        like = f"%{q.strip()}%"
+        stmt = stmt.where(
+            or_(
+                Event.number.like(like),
+                Event.title.like(like),
+                Event.description.like(like),
+                Event.address.like(like),
+            )
+        )
+    if order == "due":
+        return stmt.order_by(Event.handle_due_at.is_(None), Event.handle_due_at, Event.id)
+    return stmt.order_by(Event.id.desc())
+
+
+def find_by_external_id(session: Session, channel: Channel, external_id: str) -> Event | None:
+    return session.scalar(select(Event).where(Event.channel == channel, Event.external_id == external_id))

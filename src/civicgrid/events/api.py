@@ -1,0 +1,198 @@
+"""JSON routes of the event workflow under /api/v1/events (and the inbox)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from civicgrid.accounts.permissions import Permission
+from civicgrid.core.auth import Actor
+from civicgrid.core.deps import SessionDep, requires
+from civicgrid.core.i18n import gettext
+from civicgrid.core.pagination import PageDep, paginate
+from civicgrid.core.vocab import Platform
+from civicgrid.events import actions, service
+from civicgrid.events.models import Category, Channel, Event, Notification, State
+from civicgrid.events.schemas import (
+    ActionIn,
+    CategoryOut,
+    CategoryUpdate,
+    EventDetail,
+    EventIn,
+    EventOut,
+    EventPage,
+    InternalEventIn,
+    NotificationOut,
+    TimelineOut,
+)
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+inbox_router = APIRouter(prefix="/api/v1/inbox", tags=["inbox"])
+P = Permission
+
+
+def category_out(session: SessionDep, c: Category) -> CategoryOut:
+    parent = session.get(Category, c.parent_id) if c.parent_id else None
+    return CategoryOut.model_validate(c, from_attributes=True).model_copy(
+        update={"parent_code": parent.code if parent else None}
+    )
+
+
+def detail(session: SessionDep, actor: Actor, event: Event) -> EventDetail:
+    rules = json.loads(event.rules)
+    dups = (
+        service.duplicate_candidates(
+            session,
+            category_id=event.category_id,
+            lon=event.lon,
+            lat=event.lat,
+            text=f"{event.title} {event.description}",
+            at=event.reported_at,
+            rules=rules,
+            exclude_id=event.id,
+        )
+        if event.state in (State.reported, State.accepted)
+        else []
+    )
+    return EventDetail(
+        **service.describe(session, actor, event),
+        timeline=[TimelineOut.model_validate(t) for t in service.timeline(session, event)],
+        actions=actions.available_actions(session, actor, event),
+        duplicates=[d.event.number for d in dups],
+    )
+
+
+@router.get("/categories", response_model=list[CategoryOut])
+def list_categories(
+    session: SessionDep, actor: Annotated[Actor, requires(P.regions_read)]
+) -> list[CategoryOut]:
+    return [category_out(session, c) for c in service.list_categories(session)]
+
+
+@router.patch("/categories/{code}", response_model=CategoryOut)
+def update_category(
+    code: str,
+    body: CategoryUpdate,
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.catalogue_manage)],
+) -> CategoryOut:
+    c = service.update_category(session, actor, code, **body.model_dump(exclude_unset=True))
+    return category_out(session, c)
+
+
+@router.post("", response_model=EventDetail, status_code=status.HTTP_201_CREATED)
+def report_event(
+    body: EventIn, session: SessionDep, actor: Annotated[Actor, requires(P.events_report)]
+) -> EventDetail:
+    event = service.create_event(
+        session,
+        actor,
+        category_code=body.category,
+        lon=body.lon,
+        lat=body.lat,
+        description=body.description,
+        title=body.title,
+        address=body.address,
+        reporter_name=body.reporter_name,
+        reporter_phone=body.reporter_phone,
+        channel=Channel.api if actor.via == "token" else Channel.web,
+    )
+    return detail(session, actor, event)
+
+
+@router.post("/internal", response_model=EventDetail, status_code=status.HTTP_201_CREATED)
+def report_internal(
+    body: InternalEventIn, session: SessionDep, actor: Annotated[Actor, requires(P.events_report)]
+) -> EventDetail:
+    """For risk rules and other systems; repeating a call with the same external_id is harmless."""
+    existing = service.find_by_external_id(session, body.channel, body.external_id)
+    event = existing or service.create_event(
+        session,
+        actor,
+        category_code=body.category,
+        lon=body.lon,
+        lat=body.lat,
+        description=body.description,
+        title=body.title,
+        address=body.address,
+        reporter_name=body.reporter_name,
+        reporter_phone=body.reporter_phone,
+        channel=body.channel,
+        external_id=body.external_id,
+    )
+    return detail(session, actor, event)
+
+
+@router.get("", response_model=EventPage)
+def list_events(
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.events_report)],
+    page: PageDep,
+    state: State | None = None,
+    category: str | None = None,
+    platform: Platform | None = None,
+    mine: bool = False,
+    q: Annotated[str, Query(max_length=100)] = "",
+    order: Annotated[str, Query(pattern="^(newest|due)$")] = "newest",
+) -> EventPage:
+    stmt = service.list_stmt(
+        actor, state=state, category=category, platform=platform, mine=mine, q=q, order=order
+    )
+    rows, total = paginate(session, stmt, page)
+    return EventPage(
+        items=[EventOut(**service.describe(session, actor, e)) for e in rows],
+        total=total,
+        page=page.page,
+        size=page.size,
+    )
+
+
+@router.get("/{number}", response_model=EventDetail)
+def get_event(
+    number: str, session: SessionDep, actor: Annotated[Actor, requires(P.events_report)]
+) -> EventDetail:
+    return detail(session, actor, service.get_event(session, actor, number))
+
+
+@router.post("/{number}/{action}", response_model=EventDetail)
+def act(
+    number: str,
+    action: str,
+    body: ActionIn,
+    session: SessionDep,
+    actor: Annotated[Actor, requires(P.events_report)],
+) -> EventDetail:
+    """Take one step (accept, reject, merge, dispatch, start, return, request_extension,
+    decide_extension, handle, verify, close, rate, archive, escalate, suspend, resume, supervise).
+    Send the `version` you saw: if someone else acted first you get 409 and nothing changes."""
+    params = actions.params_for(action, body.model_dump())
+    event = actions.act(session, actor, number, action, version=body.version, **params)
+    return detail(session, actor, event)
+
+
+@inbox_router.get("", response_model=list[NotificationOut])
+def inbox(
+    session: SessionDep, actor: Annotated[Actor, requires(P.tokens_own)], unread: bool = False
+) -> list[NotificationOut]:
+    rows = session.scalars(service.inbox_stmt(actor, unread_only=unread).limit(200)).all()
+    return [notification_out(session, n) for n in rows]
+
+
+@inbox_router.post("/{notification_id}/read", response_model=NotificationOut)
+def mark_read(
+    notification_id: int, session: SessionDep, actor: Annotated[Actor, requires(P.tokens_own)]
+) -> NotificationOut:
+    return notification_out(session, service.mark_read(session, actor, notification_id))
+
+
+def notification_out(session: SessionDep, n: Notification) -> NotificationOut:
+    return NotificationOut(
+        id=n.id,
+        kind=n.kind,
+        message=gettext(n.message, **json.loads(n.params)),
+        event_number=service.event_number(session, n.event_id),
+        created_at=n.created_at,
+        read_at=n.read_at,
+    )
