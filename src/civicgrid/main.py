@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -66,6 +67,12 @@ def install_error_handlers(app: FastAPI) -> None:
         # Optimistic locking: another request changed the same row between our read and write.
         message = gettext("Someone else changed this a moment ago. Reload and try again.")
         return error_response(request, 409, "conflict", message)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        # A number too large for the database column (e.g. an id of 2**63): bad input, not a crash.
+        return error_response(request, 422, "invalid", gettext("A number in the request is out of range."))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
