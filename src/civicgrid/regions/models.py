@@ -19,7 +19,13 @@ class RegionLevel(enum.StrEnum):
     grid = "grid"
 
 
-LEVEL_ORDER = [RegionLevel.city, RegionLevel.county, RegionLevel.township, RegionLevel.village, RegionLevel.grid]
+LEVEL_ORDER = [
+    RegionLevel.city,
+    RegionLevel.county,
+    RegionLevel.township,
+    RegionLevel.village,
+    RegionLevel.grid,
+]
 
 
 class Region(TimestampMixin, Base):
