@@ -6,5 +6,6 @@ from __future__ import annotations
 def load_all() -> None:
     import civicgrid.accounts.models
     import civicgrid.core.audit
+    import civicgrid.data.models
     import civicgrid.events.models
     import civicgrid.regions.models  # noqa: F401
