@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -186,7 +187,7 @@ class Event(TimestampMixin, Base):
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012  optimistic locking
 
-    assists: Mapped[list[EventOrg]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    assists: Mapped[list[EventOrg]] = relationship(cascade="all, delete-orphan")
 
 
 class EventOrg(Base):
@@ -264,3 +265,134 @@ class Notification(Base):
     params: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None]
+
+
+# The deadline worker (deadlines.py) reads each stage's candidates through a small partial
+# index: the open events of the stage without an overdue notice for it yet, so finished
+# events and notified backlog are never read. deadlines.py queries with the same predicate
+# text (both planners must see that the query implies it).
+DEADLINE_STAGE_STATES = {
+    "accept": ("reported",),
+    "handle": ("dispatched", "handling"),
+    "verify": ("handled",),
+}
+
+
+def deadline_pending_predicate(stage: str) -> str:
+    states = ", ".join(f"'{s}'" for s in DEADLINE_STAGE_STATES[stage])
+    return f"state IN ({states}) AND notices NOT LIKE '%{stage}:overdue%'"
+
+
+for _stage, _due in (
+    ("accept", Event.accept_due_at),
+    ("handle", Event.handle_due_at),
+    ("verify", Event.verify_due_at),
+):
+    _pending = text(deadline_pending_predicate(_stage))
+    Index(f"ix_event_{_stage}_due_pending", _due, Event.id, postgresql_where=_pending, sqlite_where=_pending)
+
+
+class ImportStatus(enum.StrEnum):
+    """Where a hotline (12345) import stands; see events/hotline.py."""
+
+    mapping = "mapping"  # the file's columns do not yet cover the required fields
+    validating = "validating"
+    validated = "validated"  # the dry-run report is ready
+    committing = "committing"
+    committed = "committed"
+    failed = "failed"  # the file could not be read, or the import stopped
+
+
+class ImportJob(TimestampMixin, Base):
+    """One uploaded hotline spreadsheet: its mapping, progress, dry-run report and result.
+    Progress lives here so every page refresh and every server process sees it."""
+
+    __tablename__ = "event_import"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    membership_id: Mapped[int] = mapped_column(Integer)  # the role the importer acted in
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))
+    region_path: Mapped[str] = mapped_column(String(255), index=True)  # the importer's scope
+    filename: Mapped[str] = mapped_column(String(200))
+    file_type: Mapped[str] = mapped_column(String(8))
+    encoding: Mapped[str] = mapped_column(String(16), default="")
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The file itself until it is committed (kept in the database so any process can commit it).
+    content: Mapped[bytes] = mapped_column(deferred=True, default=b"")
+    headers: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, in file order
+    header_line: Mapped[int] = mapped_column(Integer, default=1)
+    mapping: Mapped[str] = mapped_column(Text, default="{}")  # JSON header → field
+    status: Mapped[ImportStatus] = mapped_column(Enum(ImportStatus, native_enum=False, length=16))
+    phase: Mapped[str] = mapped_column(String(16), default="")
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    ok_rows: Mapped[int] = mapped_column(Integer, default=0)
+    bad_rows: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_rows: Mapped[int] = mapped_column(Integer, default=0)
+    # JSON [{"line", "ticket", "skipped", "reasons": [[msgid, params], ...]}]: translated when shown.
+    problems: Mapped[str] = mapped_column(Text, deferred=True, default="[]")
+    created: Mapped[str] = mapped_column(Text, deferred=True, default="[]")  # JSON [[line, number]]
+    error: Mapped[str] = mapped_column(Text, default="")  # English msgid
+    error_params: Mapped[str] = mapped_column(Text, default="{}")
+    committed_at: Mapped[datetime | None]
+
+
+# Statistics (events/stats.py, docs/metrics.md): covering indexes, so every aggregate reads
+# one index range and never the wide event rows. One family leads with the time column (the
+# whole jurisdiction, a county), the other with the township (a township, village or grid).
+# The columns every cohort row reads come first: SQLite decodes a record only up to the last
+# column it needs.
+_STATS_COHORT = (
+    Event.state,
+    Event.closed_on_time,
+    Event.rating,
+    Event.handling_hours,
+    Event.rework_count,
+    Event.level,
+    Event.handle_due_at,
+)
+_STATS_GROUPS = (Event.village_id, Event.grid_id, Event.platform, Event.category_id, Event.lead_org_id)
+Index(
+    "ix_event_stats_accepted",
+    Event.accepted_at,
+    *_STATS_COHORT,
+    Event.county_id,
+    Event.township_id,
+    *_STATS_GROUPS,
+)
+Index("ix_event_stats_town_accepted", Event.township_id, Event.accepted_at, *_STATS_COHORT, *_STATS_GROUPS)
+_STATS_SCOPE = (Event.village_id, Event.grid_id, Event.platform, Event.category_id)
+# The id last: the scope's event ids come from the index alone (hand-backs' semi-join).
+Index(
+    "ix_event_stats_reported",
+    Event.reported_at,
+    Event.state,
+    Event.county_id,
+    Event.township_id,
+    *_STATS_SCOPE,
+    Event.id,
+)
+Index(
+    "ix_event_stats_town_reported", Event.township_id, Event.reported_at, Event.state, *_STATS_SCOPE, Event.id
+)
+Index("ix_event_stats_closed", Event.closed_at, Event.county_id, Event.township_id, *_STATS_SCOPE)
+Index(
+    "ix_event_stats_due",
+    Event.handle_due_at,
+    Event.state,
+    Event.handled_at,
+    Event.county_id,
+    Event.township_id,
+    *_STATS_SCOPE,
+)
+Index(
+    "ix_event_timeline_action_at",
+    TimelineEntry.action,
+    TimelineEntry.at,
+    TimelineEntry.org_id,
+    TimelineEntry.event_id,
+)

@@ -296,9 +296,15 @@ def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
+@dataclass(frozen=True)
+class EventRef:
+    id: int
+    number: str
+
+
 @dataclass
 class DuplicateCandidate:
-    event: Event
+    event: EventRef
     distance_m: float
     similarity: float
 
@@ -316,14 +322,15 @@ def duplicate_candidates(
     limit: int = 5,
 ) -> list[DuplicateCandidate]:
     """Open events of the same category within the category's radius and time window whose
-    Chinese text is similar (jieba tokens); nearest and most similar first."""
+    Chinese text is similar (jieba tokens); most similar, then nearest first. Reads only the
+    columns it compares (it runs on every intake)."""
     radius = rules["dup_radius_m"]
     if radius <= 0:
         return []
     dlat = radius / 111_320.0
     dlon = radius / (111_320.0 * max(math.cos(math.radians(lat)), 0.01))
     since = at - timedelta(hours=rules["dup_window_hours"])
-    stmt = select(Event).where(
+    stmt = select(Event.id, Event.number, Event.title, Event.description, Event.lon, Event.lat).where(
         Event.category_id == category_id,
         Event.state.in_(OPEN_STATES),
         Event.reported_at >= since,
@@ -334,14 +341,14 @@ def duplicate_candidates(
         stmt = stmt.where(Event.id != exclude_id)
     mine = tokens(text)
     found = []
-    for other in session.scalars(stmt.limit(200)):
-        d = distance_m(lon, lat, other.lon, other.lat)
+    for row in session.execute(stmt.order_by(Event.id.desc()).limit(200)):
+        d = distance_m(lon, lat, row.lon, row.lat)
         if d > radius:
             continue
-        sim = similarity(mine, tokens(f"{other.title} {other.description}"))
+        sim = similarity(mine, tokens(f"{row.title} {row.description}"))
         if mine and sim < DUPLICATE_TEXT_THRESHOLD:
             continue
-        found.append(DuplicateCandidate(other, d, sim))
+        found.append(DuplicateCandidate(EventRef(row.id, row.number), d, sim))
     found.sort(key=lambda c: (-c.similarity, c.distance_m))
     return found[:limit]
 
@@ -456,10 +463,13 @@ def append_timeline(
     note: str = "",
     data: dict[str, Any] | None = None,
 ) -> TimelineEntry:
-    last = session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0
+    if from_state is None:
+        seq = 1  # the report itself: no earlier entry can exist
+    else:
+        seq = (session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0) + 1
     entry = TimelineEntry(
         event_id=event.id,
-        seq=last + 1,
+        seq=seq,
         actor_user_id=actor.user_id or None,
         actor=actor.username,
         org_id=actor.org_id or None,
