@@ -376,7 +376,7 @@ def load_demo(session: Session, *, grids: int = 600, seed: int = 2021, data_dir:
         "jurisdiction": {"code": city.code, "name": city.name, "grids": grids, "seed": seed},
         "users": users,
         "grid_workers": workers,
-        "api_keys": {},
+        "api_keys": {"open311": _create_open311_client(session)},
     }
     audit.record(
         session,
@@ -466,6 +466,25 @@ def _create_named_users(session: Session, city: _Node) -> list[dict[str, Any]]:
     for grid in sorted(jj_village.children, key=lambda n: n.code):
         regions.assign_grid_worker(session, SYSTEM, grid.code, "gridworker")
     return out
+
+
+OPEN311_CLIENT = "open311"
+
+
+def _create_open311_client(session: Session) -> str:
+    """The account an Open311 client (a city app, a partner system) reports through: a resident
+    of the city's big-data bureau (it may report events and read its own), with a year-long key."""
+    user = accounts.create_user(
+        session,
+        SYSTEM,
+        username=OPEN311_CLIENT,
+        display_name="Open311 接口",
+        password=secrets.token_urlsafe(16),  # never used: the client works with its key
+        memberships=[("331000-bureau", Role.resident)],
+    )
+    actor = accounts.actor_for_user(session, user)
+    _row, token = accounts.create_api_token(session, actor, name="Open311 demo client", days=365)
+    return token
 
 
 def _create_grid_workers(session: Session, grids: list[_Node], rng: np.random.Generator) -> dict[str, Any]:
@@ -583,6 +602,12 @@ def print_credentials(creds: dict[str, Any]) -> str:
             f"网格员账号 (grid worker accounts): {gw.get('count', '?')} 个，用户名 (username) "
             f"{gw.get('username_pattern', '')}，共用密码 (shared password): {gw['password']}",
             "  例如 (e.g.): " + ", ".join(gw.get("example_usernames", [])),
+        ]
+    if (creds.get("api_keys") or {}).get("open311"):
+        lines += [
+            "",
+            f"Open311 接口密钥 (api_key): {creds['api_keys']['open311']}",
+            f"  {creds['base_url']}/open311/v2/services.json · 说明 (guide): docs/open311.md",
         ]
     if creds.get("credentials_file"):
         lines += ["", f"已保存到 (saved to): {creds['credentials_file']}"]
