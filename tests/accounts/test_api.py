@@ -59,7 +59,10 @@ def test_wrong_password_is_throttled_and_counted(client, db) -> None:
     assert int(res.headers["Retry-After"]) > 0
     assert res.json()["error"]["message"].startswith("Too many wrong passwords")
     # another user is not affected
-    assert client.post("/api/v1/accounts/login", json={"username": "leader", "password": PASSWORD}).status_code == 201
+    assert (
+        client.post("/api/v1/accounts/login", json={"username": "leader", "password": PASSWORD}).status_code
+        == 201
+    )
 
 
 def test_deactivated_user_cannot_use_token(client, db) -> None:
@@ -76,7 +79,9 @@ def test_deactivated_user_cannot_use_token(client, db) -> None:
 def test_scope_hides_other_county(client, db) -> None:
     with db.session() as s:
         t = make_users(s, make_tree(s))
-        other = make_user(s, t, "dispatcher2", __import__("civicgrid").accounts.permissions.Role.dispatcher, "town2")
+        other = make_user(
+            s, t, "dispatcher2", __import__("civicgrid").accounts.permissions.Role.dispatcher, "town2"
+        )
         other_id = other.id
     headers = login_headers(client, "dispatcher")
     names = {u["username"] for u in client.get("/api/v1/accounts/users", headers=headers).json()}
@@ -108,8 +113,12 @@ def test_bad_input_is_422_in_users_language_and_writes_nothing(client, db) -> No
     assert res.json()["error"]["message"].startswith("输入无效")
     res = client.post("/api/v1/accounts/users", headers={**admin, "Accept-Language": "en"}, json=body)
     assert res.json()["error"]["message"].startswith("The input is not valid")
-    dup = {"username": "leader", "display_name": "王五", "password": "long-enough",
-           "memberships": [{"org_code": "town-1", "role": "handler"}]}
+    dup = {
+        "username": "leader",
+        "display_name": "王五",
+        "password": "long-enough",
+        "memberships": [{"org_code": "town-1", "role": "handler"}],
+    }
     res = client.post("/api/v1/accounts/users", headers=admin, json=dup)
     assert res.status_code == 409
     unknown_org = {**dup, "username": "newbie", "memberships": [{"org_code": "nope", "role": "handler"}]}

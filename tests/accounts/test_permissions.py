@@ -36,7 +36,12 @@ def _grid_feature(tree: Any) -> dict[str, Any]:
     return {
         "type": "Feature",
         "geometry": json.loads(g.geometry),
-        "properties": {"code": g.code, "name": "网格一", "level": "grid", "parent_code": tree.regions["village1"].code},
+        "properties": {
+            "code": g.code,
+            "name": "网格一",
+            "level": "grid",
+            "parent_code": tree.regions["village1"].code,
+        },
     }
 
 
@@ -58,11 +63,18 @@ def _actions(tree: Any, role: Role) -> dict[str, Callable[[Any, dict[str, str]],
         "create org": lambda c, h: c.post(
             "/api/v1/accounts/orgs",
             headers=h,
-            json={"code": f"org-{role}", "name": "新单位", "kind": "village_committee", "region_code": grid[:12]},
+            json={
+                "code": f"org-{role}",
+                "name": "新单位",
+                "kind": "village_committee",
+                "region_code": grid[:12],
+            },
         ),
         "read region": lambda c, h: c.get(f"/api/v1/regions/{grid}", headers=h),
         "import regions": lambda c, h: c.post(
-            "/api/v1/regions/import", headers=h, json={"type": "FeatureCollection", "features": [_grid_feature(tree)]}
+            "/api/v1/regions/import",
+            headers=h,
+            json={"type": "FeatureCollection", "features": [_grid_feature(tree)]},
         ),
         "assign grid worker": lambda c, h: c.post(
             f"/api/v1/regions/{grid}/workers", headers=h, json={"username": "grid_worker"}
@@ -81,7 +93,9 @@ def test_role_matrix(role: Role, client, db) -> None:
     for action, call in _actions(tree, role).items():
         res = call(client, headers)
         if role in ALLOWED[action]:
-            assert res.status_code in (200, 201), f"{role} should be allowed to {action}: {res.status_code} {res.text}"
+            assert res.status_code in (200, 201), (
+                f"{role} should be allowed to {action}: {res.status_code} {res.text}"
+            )
         else:
             assert res.status_code == 403, f"{role} must not {action}: {res.status_code} {res.text}"
             assert res.json()["error"]["code"] == "forbidden"

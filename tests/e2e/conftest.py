@@ -92,7 +92,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing in CI: `make test` installs it as root (scripts/system-deps.sh)")
+            pytest.fail(
+                f"{CHROMIUM} is missing in CI: `make test` installs it as root (scripts/system-deps.sh)"
+            )
         pytest.skip(f"{CHROMIUM} is not installed (make test installs it when run as root)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:

@@ -466,7 +466,9 @@ def append_timeline(
     if from_state is None:
         seq = 1  # the report itself: no earlier entry can exist
     else:
-        seq = (session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0) + 1
+        seq = (
+            session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0
+        ) + 1
     entry = TimelineEntry(
         event_id=event.id,
         seq=seq,

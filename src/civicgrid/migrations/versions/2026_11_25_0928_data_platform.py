@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "fcb3777f700f"
 down_revision: str | None = "a9e58c15a2b4"
 branch_labels: str | Sequence[str] | None = None
