@@ -241,6 +241,7 @@ def do_dispatch(
     event.assists = [EventOrg(org_id=o.id) for o in assists if o is not None]
     event.dispatched_at = now
     event.handle_due_at = service.handle_due(service.calendar_for(session, lead.id), now, rules)
+    event.notices = ""  # a new deadline earns new reminders
     _move(
         session,
         actor,
