@@ -127,6 +127,35 @@ def demo_load(
     typer.echo(demo.print_credentials(creds_dict))
 
 
+@demo_app.command("events")
+def demo_events(
+    count: Annotated[int, typer.Option(help="How many events to generate (up to 5,000,000).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="The same seed in the same minute gives the same events.")] = 2021,
+    days: Annotated[int, typer.Option(help="Spread the reports over this many past days.")] = 365,
+) -> None:
+    """Generate many realistic demo events in bulk (needs `civicgrid demo load` first)."""
+    from sqlalchemy import text
+
+    from civicgrid.core.errors import AppError
+    from civicgrid.demo.events import generate_events
+
+    database = _database()
+    try:
+        with database.session() as session:
+            report = generate_events(session, count=count, seed=seed, days=days)
+    except AppError as exc:
+        raise _fail(exc.translated()) from None
+    if database.engine.dialect.name == "postgresql":
+        # Index-only scans of the statistics need the visibility map of the new rows.
+        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE event, event_timeline"))
+    states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items()))
+    typer.echo(
+        f"generated {report.count} events ({report.first_number} … {report.last_number}), "
+        f"{report.timeline_entries} timeline entries in {report.seconds:.0f} s\n{states}"
+    )
+
+
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Option()],
@@ -216,6 +245,167 @@ def audit_verify() -> None:
             typer.secho(f"record {b.record_id}: {b.reason} does not match", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
     typer.echo("audit chain intact")
+
+
+# ---- events: hotline (12345) import ---------------------------------------------------------
+events_app = typer.Typer(help="Events of the four-platform workflow.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+def events_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="CSV (UTF-8 or GBK) or .xlsx export."
+        ),
+    ],
+    as_user: Annotated[
+        str,
+        typer.Option("--as", help="The importer's username: the events are reported by them, in their area."),
+    ],
+    mapping: Annotated[
+        str | None,
+        typer.Option(
+            help='JSON object header → field over the default mapping, e.g. {"单号": "external_id"}.'
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row and write nothing.")] = False,
+) -> None:
+    """Import hotline (12345) tickets as events: every row or none. Bad rows are listed with their
+    spreadsheet row number; tickets imported before are skipped."""
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from civicgrid.core.errors import AppError
+    from civicgrid.core.i18n import gettext
+    from civicgrid.events import hotline
+
+    try:
+        custom = json.loads(mapping) if mapping else None
+    except json.JSONDecodeError:
+        raise _fail(gettext("The column mapping must be a JSON object of header → field.")) from None
+    labels = {"validate": gettext("Checking rows"), "commit": gettext("Creating events")}
+    with Progress(console=Console(stderr=True)) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        try:
+            job, outcome = hotline.import_file(
+                _database(),
+                path=file,
+                username=as_user,
+                custom_mapping=custom,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        except hotline.ImportRefused as refused:
+            bar.stop()
+            for line in hotline.report_lines(refused.report):
+                typer.echo(line)
+            typer.echo(hotline.summary_line(refused.report))
+            raise _fail(refused.translated()) from None
+        except AppError as exc:
+            raise _fail(exc.translated()) from None
+    for line in hotline.report_lines(outcome.report):
+        typer.echo(line)
+    typer.echo(hotline.summary_line(outcome.report))
+    if job is None:
+        typer.echo(gettext("Dry run: nothing was written."))
+        if outcome.report.bad:
+            raise typer.Exit(code=1)
+        return
+    typer.echo(gettext("Import {id}: created {created} events.", id=job.id, created=len(outcome.created)))
+
+
+# ---- data: ingestion into the data platform ---------------------------------------------------
+data_app = typer.Typer(help="The public data platform: catalogue and ingestion.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("ingest")
+def data_ingest(
+    dataset: Annotated[str, typer.Argument(help="The dataset's name (slug).")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(dir_okay=False, help="CSV (UTF-8 or GBK), .xlsx, JSON or NDJSON; omit with --sql."),
+    ] = None,
+    as_user: Annotated[
+        str,
+        typer.Option("--as", help="The data steward (or admin) loading it: the load is audited as theirs."),
+    ] = "",
+    mode: Annotated[str, typer.Option(help="append or replace.")] = "append",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, xlsx, json or ndjson (from the suffix).")
+    ] = None,
+    sql: Annotated[str | None, typer.Option(help="A SELECT to pull from --url instead of a file.")] = None,
+    url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the database to pull from.")] = None,
+    sheet: Annotated[str | None, typer.Option(help="The .xlsx sheet (the first when left out).")] = None,
+) -> None:
+    """Load a file or a SQL pull as a new version of a dataset, with a progress bar. Rejected
+    rows are listed with their line numbers; a failed load leaves the current version as it was."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from civicgrid.accounts import service as accounts
+    from civicgrid.core.errors import AppError
+    from civicgrid.core.i18n import gettext
+    from civicgrid.data import ingest
+
+    if (file is None) == (sql is None) or (sql is not None and not url):
+        raise _fail(gettext("Give either a file or --sql with --url."))
+    if file is not None and not file.is_file():
+        raise _fail(gettext("The file could not be read: {reason}", reason=str(file)))
+    database = _database()
+    with database.session() as s:
+        user = accounts.get_user_by_username(s, as_user) if as_user else None
+        if user is None:
+            raise _fail(gettext("Name the loading data steward with --as USERNAME."))
+        actor = accounts.actor_for_user(s, user)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(gettext("Rows read"), total=None)
+
+        def progress(rows: int, estimate: int) -> None:
+            bar.update(task, completed=rows, total=max(estimate, rows) or None)
+
+        try:
+            dv = ingest.ingest(
+                database,
+                actor,
+                dataset,
+                path=file,
+                fmt=fmt,
+                mode=mode,
+                sql_url=url or "",
+                sql_query=sql or "",
+                sheet=sheet,
+                progress=progress,
+            )
+        except AppError as exc:
+            bar.stop()
+            for d in exc.details:
+                typer.secho(f"  - {d.get('message')}", fg=typer.colors.RED, err=True)
+            raise _fail(exc.translated()) from None
+        bar.update(task, completed=dv.progress, total=dv.progress)
+    report = json.loads(dv.quality)
+    for r in report.get("first_rejects", []):
+        reasons = "; ".join(ingest.describe_reason(c) for c in r["reasons"])
+        typer.echo(gettext("Line {line}: {reasons}", line=r["line"], reasons=reasons))
+    typer.echo(
+        gettext(
+            "Version {version} of {dataset} is current: {rows} rows, {rejected} rejected (kept in {path}).",
+            version=dv.version,
+            dataset=dataset,
+            rows=dv.rows,
+            rejected=dv.rejected,
+            path=f"{dv.path}/rejected",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -108,6 +108,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             thread, stop = worker
             stop.set()
             thread.join(timeout=10)
+        from civicgrid.data import metering
+
+        metering.flush(database)  # metered reads still in memory are stored before the process ends
         if db is None:
             database.dispose()
 
@@ -126,7 +129,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     from civicgrid.accounts import api as accounts_api
     from civicgrid.accounts import web as accounts_web
+    from civicgrid.data import access_api, ckan_api, sandbox_api
+    from civicgrid.data import api as data_api
     from civicgrid.events import api as events_api
+    from civicgrid.events import attachments_api, hotline_web, stats_api
+    from civicgrid.events import web as events_web
+    from civicgrid.events.open311 import api as open311_api
     from civicgrid.regions import api as regions_api
     from civicgrid.regions import web as regions_web
     from civicgrid.web import web as shell_web
@@ -134,11 +142,20 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     for router in (
         accounts_api.router,
         accounts_api.audit_router,
+        attachments_api.router,  # before events_api: its POST /{number}/{action} would take ours
         events_api.router,
         events_api.inbox_router,
+        stats_api.router,
+        open311_api.router,
         regions_api.router,
+        data_api.router,
+        access_api.router,
+        sandbox_api.router,
+        ckan_api.router,
         accounts_web.router,
         regions_web.router,
+        events_web.router,
+        hotline_web.router,
         shell_web.router,
     ):
         app.include_router(router)

@@ -29,8 +29,15 @@ class Job:
 
 def jobs() -> list[Job]:
     from civicgrid.accounts import service as accounts
+    from civicgrid.data import metering
+    from civicgrid.events import deadlines, hotline
 
-    return [Job("accounts.purge_expired", 300, accounts.purge_expired)]
+    return [
+        Job("accounts.purge_expired", 300, accounts.purge_expired),
+        Job("data.flush_usage", 5, metering.flush_job),
+        Job("events.check_deadlines", 30, deadlines.check_deadlines),
+        Job("events.purge_hotline_files", 3600, hotline.purge_files),
+    ]
 
 
 def run_due(db: Database, last_run: dict[str, float], now: float | None = None) -> list[str]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -93,7 +94,7 @@ def test_events_are_consistent_with_their_state_and_the_calendar(generated):
             tl = entries[e.id]
             assert [t.seq for t in tl] == list(range(1, len(tl) + 1)) and tl[0].action == "report"
             assert tl[-1].to_state == str(e.state) and e.version == len(tl)
-            for a, b in zip(tl, tl[1:], strict=False):
+            for a, b in itertools.pairwise(tl):
                 assert b.from_state == a.to_state, (e.number, a.action, b.action)
             assert e.handback_count == sum(t.action == "return" for t in tl)
             assert e.rework_count == sum(t.action == "verify" and t.to_state == "handling" for t in tl)

@@ -15,12 +15,16 @@ NAV = {
     "/admin/audit": "审计日志",
     "/account": "我的账户",
 }
+REPORTER = {"/events/new", "/events/mine"}
 EXPECTED = {
-    "admin": {"/regions/map", "/admin/users", "/admin/orgs", "/admin/audit", "/account"},
-    "dispatcher": {"/regions/map", "/admin/users", "/admin/orgs", "/account"},
-    "leader": {"/regions/map", "/admin/users", "/admin/orgs", "/account"},
-    "grid_worker": {"/regions/map", "/admin/orgs", "/account"},
-    "resident": {"/regions/map", "/account"},
+    "admin": {"/regions/map", "/admin/users", "/admin/orgs", "/admin/audit", "/account"}
+    | REPORTER
+    | {"/events/queue", "/events/work", "/events/search", "/events/import"},
+    "dispatcher": {"/regions/map", "/admin/users", "/admin/orgs", "/account"}
+    | {"/events/queue", "/events/search", "/events/import"},
+    "leader": {"/regions/map", "/admin/users", "/admin/orgs", "/account", "/events/search"},
+    "grid_worker": {"/regions/map", "/admin/orgs", "/account", "/events/search"} | REPORTER,
+    "resident": {"/regions/map", "/account"} | REPORTER,
 }
 
 

@@ -38,6 +38,11 @@ class Permission(enum.StrEnum):
     events_supervise = "events.supervise"
     events_import = "events.import"
     catalogue_manage = "catalogue.manage"
+    data_read = "data.read"  # the data catalogue (数据目录)
+    data_manage = "data.manage"  # register and ingest the own org's datasets
+    data_apply = "data.apply"  # apply for datasets, hold API keys, use the sandbox
+    data_approve = "data.approve"  # decide applications for the own org's datasets
+    data_admin = "data.admin"  # the bureau: every dataset in the scope
 
 
 P = Permission
@@ -56,8 +61,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.handler: frozenset(_STAFF | _EVENT_STAFF | {P.events_handle}),
     Role.grid_worker: frozenset(_STAFF | _EVENT_STAFF | {P.events_verify}),
     Role.resident: frozenset({P.regions_read, P.tokens_own, P.events_report, P.events_verify}),
-    Role.data_steward: frozenset(_STAFF),
-    Role.data_consumer: frozenset(_STAFF),
+    Role.data_steward: frozenset(_STAFF | {P.data_read, P.data_manage, P.data_approve}),
+    Role.data_consumer: frozenset(_STAFF | {P.data_read, P.data_apply}),
 }
 
 ROLE_LABELS = {

@@ -1,0 +1,1218 @@
+"""The storage and query engine: the one module that talks to DuckDB (issue 4, part 11).
+
+Everything the data platform stores or reads goes through `Engine`:
+
+- writing: `staging_dir` → `load` (read a staged source, cast, evaluate the field rules in
+  SQL, write valid rows as Parquet and rejected rows aside) → `publish` (atomic rename into
+  `<data dir>/datasets/<name>/v<N>/`) or `discard`;
+- reading: `query` (a `QueryPlan`: fields, filters, sort, paging, total, masking — B's data
+  API and CKAN's datastore_search), `run_sql` (a validated SELECT over named views with a
+  timeout and a memory limit — C's sandbox), `schema`, `count`, `version_files`;
+- lifecycle: `remove_version` (destruction: delete the files, return their hashes).
+
+Every identifier is quoted by `ident`, every value bound as a parameter or, where DuckDB
+takes no parameters (COPY targets, file lists), written by `literal` from values this module
+controls. A Trino or Spark SQL engine would implement the same methods over the same
+Parquet layout: see docs/scaling.md. Nothing else in the code base imports duckdb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from civicgrid.core.errors import Invalid
+
+log = logging.getLogger("civicgrid.data.engine")
+
+# ---------------------------------------------------------------------------------------------
+# Shapes shared with ingest, the data API, the CKAN API and the sandbox.
+# ---------------------------------------------------------------------------------------------
+
+#: DatasetField.type → the engine's column type.
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "datetime": "TIMESTAMP",
+}
+#: Filter operators a `QueryPlan` accepts.
+OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "like", "between", "is null", "is not null")
+#: Masks `query` and `run_sql` apply in SQL (DatasetField.mask).
+MASKS = ("id_number", "phone", "name", "partial", "hash")
+#: Columns the engine keeps beside the data (source line, reasons, raw values); never shown.
+HIDDEN_PREFIX = "_"
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_CHECK = "10X98765432"
+MOBILE_RE = r"1[3-9]\d{9}"
+_IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,99}$")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Per-field checks evaluated vectorised in SQL; a NULL value passes all but `not_null`."""
+
+    not_null: bool = False
+    regex: str = ""  # RE2 syntax, matched against the whole value
+    min: float | str | None = None  # numbers; ISO dates for date fields
+    max: float | str | None = None
+    date_format: str = ""  # strptime format a string field must parse with (e.g. %Y-%m-%d)
+    id_number: bool = False  # 18-digit 身份证号 with a valid birth date and GB 11643 check digit
+    mobile: bool = False  # mainland mobile number ^1[3-9]\d{9}$
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One output column: its name and type, the source column it comes from, its rules."""
+
+    name: str
+    type: str = "string"  # a key of SQL_TYPES
+    source: str = ""  # the header/key in the source; the name when empty
+    rules: Rules = Rules()
+    date_format: str = ""  # how date/datetime values are written in the source, when not ISO
+
+
+@dataclass(frozen=True)
+class Source:
+    """A staged input the engine can read: UTF-8 CSV, NDJSON or a JSON array.
+
+    `line_column`: a column of the source that already holds each record's line number
+    (staged Excel/SQL/JSON); otherwise the engine derives it (CSV: header is line 1)."""
+
+    path: Path
+    format: Literal["csv", "ndjson", "json"]
+    delimiter: str = ""  # CSV; sniffed when empty
+    header: bool = True
+    line_column: str = ""
+    estimated_rows: int = 0  # for progress; estimated from the file when 0
+
+
+@dataclass
+class SniffResult:
+    columns: list[tuple[str, str]]  # (source column, inferred field type)
+    delimiter: str = ""
+
+
+@dataclass
+class LoadResult:
+    """What `load` wrote into a staging folder, with the quality numbers of the load."""
+
+    read: int  # records read (valid + rejected)
+    rows: int  # valid rows written
+    rejected: int
+    quality: dict[str, dict[str, float | int]]  # field → filled, invalid, completeness, validity
+    reasons: dict[str, int]  # "field:rule" → rejected rows
+    first_rejects: list[dict[str, Any]]  # up to 20: line, reasons, values (raw)
+    source_columns: list[str]
+    millis: int = 0
+
+
+@dataclass
+class Published:
+    path: str  # relative to the data dir
+    files: list[Path]
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`field op value`; `in` takes a list, `between` a [low, high] pair, `is null` no value."""
+
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Sort:
+    field: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """A read-only query of one dataset version.
+
+    `fields`: output columns in order (empty: every field). `masks`: field → mask kind
+    (see MASKS) applied in SQL before rows leave the engine. Filters and sort see the raw
+    values: a caller that must not let consumers probe masked values refuses filters on
+    them. `q`: case-insensitive substring over `q_fields` (default: the output string fields,
+    masked ones excluded)."""
+
+    fields: Sequence[str] = ()
+    filters: Sequence[Filter] = ()
+    sort: Sequence[Sort] = ()
+    limit: int = 100
+    offset: int = 0
+    masks: Mapping[str, str] = field(default_factory=dict)
+    q: str = ""
+    q_fields: Sequence[str] | None = None
+    with_total: bool = True
+
+
+@dataclass
+class QueryResult:
+    fields: list[str]
+    types: list[str]  # field types (SQL_TYPES keys)
+    rows: list[tuple[Any, ...]]
+    total: int | None
+    millis: int = 0
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as JSON-ready dicts (dates ISO, decimals float)."""
+        return [{f: jsonable(v) for f, v in zip(self.fields, row, strict=True)} for row in self.rows]
+
+
+@dataclass(frozen=True)
+class View:
+    """A named, read-only view for `run_sql`: one dataset version's files, its visible fields
+    (empty: all) and the masks applied inside the view."""
+
+    files: Sequence[Path]
+    fields: Sequence[str] = ()
+    masks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SqlResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    millis: int
+    truncated: bool = False
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{c: jsonable(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL text helpers.
+# ---------------------------------------------------------------------------------------------
+
+
+def ident(name: str) -> str:
+    """A quoted identifier: "name" with embedded quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """A quoted string literal, for the places DuckDB takes no parameter (paths, regexes)."""
+    if "\x00" in value:
+        raise ValueError("NUL in SQL literal")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def is_identifier(name: str) -> bool:
+    """Field names: lowercase letter first, then lowercase letters, digits, underscores."""
+    return bool(_IDENT_RE.match(name))
+
+
+def view_name(dataset: str) -> str:
+    """The SQL name a dataset has in `run_sql`: its slug with hyphens as underscores."""
+    return dataset.replace("-", "_")
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _files_sql(files: Sequence[Path]) -> str:
+    return "[" + ", ".join(literal(str(f)) for f in files) + "]"
+
+
+def mask_sql(expr: str, kind: str, salt: str = "") -> str:
+    """The SQL expression masking `expr` (already a column reference) with mask `kind`.
+
+    id_number 110101199003071234 → 110101********1234; phone 13812345678 → 138****5678;
+    name 张三 → 张*; partial keeps the first third; hash is a salted SHA-256 prefix (a stable
+    pseudonym for joins). NULL stays NULL."""
+    v = f"CAST({expr} AS VARCHAR)"
+    n = f"length({v})"
+    if kind == "id_number":
+        return (
+            f"CASE WHEN {n} > 10 THEN left({v}, 6) || repeat('*', {n} - 10) || right({v}, 4) "
+            f"ELSE repeat('*', {n}) END"
+        )
+    if kind == "phone":
+        return (
+            f"CASE WHEN regexp_full_match({v}, '1\\d{{10}}') THEN left({v}, 3) || '****' || right({v}, 4) "
+            f"ELSE repeat('*', greatest({n} - 4, 0)) || right({v}, 4) END"
+        )
+    if kind == "name":
+        return f"left({v}, 1) || repeat('*', greatest({n} - 1, 0))"
+    if kind == "partial":
+        keep = f"CAST(ceil({n} / 3.0) AS BIGINT)"
+        return f"left({v}, {keep}) || repeat('*', {n} - {keep})"
+    if kind == "hash":
+        return f"CASE WHEN {v} IS NULL THEN NULL ELSE left(sha256({literal(salt)} || {v}), 16) END"
+    raise Invalid("Unknown mask {mask}.", mask=kind)
+
+
+#: 17 digits whose date part has a month 01–12 and a day 01–31, then the check character.
+ID_SHAPE = r"\d{6}(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
+
+
+def id_prefix_sql(v: str) -> str:
+    """The first 17 digits of a well-shaped ID number as a BIGINT (NULL otherwise)."""
+    return (
+        f"CASE WHEN regexp_full_match({v}, {literal(ID_SHAPE)}) THEN CAST(substr({v}, 1, 17) AS BIGINT) END"
+    )
+
+
+def id_number_sql(v: str, prefix: str = "") -> str:
+    """TRUE when the VARCHAR expression `v` is a valid 18-digit 身份证号 (GB 11643-1999):
+    17 digits, a real birth date at 7–14, and the check digit of weights 7,9,10,5,8,4,2,1,6,3,
+    7,9,10,5,8,4,2 mod 11 mapped through "10X98765432". `prefix` may name a column holding
+    `id_prefix_sql(v)` (computed once); the digits come from it by integer arithmetic, which is
+    far cheaper than 17 substrings."""
+    n = prefix or f"({id_prefix_sql(v)})"
+    total = " + ".join(f"{w} * (({n} // {10 ** (16 - i)}) % 10)" for i, w in enumerate(ID_WEIGHTS))
+    # The shape already bounds month and day; only days 29–31 need a calendar check.
+    return (
+        f"({n} IS NOT NULL "
+        f"AND (substr({v}, 13, 2) < '29' OR try_strptime(substr({v}, 7, 8), '%Y%m%d') IS NOT NULL) "
+        f"AND upper(substr({v}, 18, 1)) = substr('{ID_CHECK}', CAST(({total}) % 11 AS INTEGER) + 1, 1))"
+    )
+
+
+def id_number_valid(value: str) -> bool:
+    """The same check in Python (for tests and single values)."""
+    if not re.fullmatch(r"\d{17}[\dXx]", value):
+        return False
+    try:
+        datetime.strptime(value[6:14], "%Y%m%d")
+    except ValueError:
+        return False
+    total = sum(w * int(d) for w, d in zip(ID_WEIGHTS, value[:17], strict=True))
+    return ID_CHECK[total % 11] == value[17].upper()
+
+
+def _typed_sql(raw: str, col: ColumnSpec) -> str:
+    """The raw VARCHAR value cast to the column's type; NULL where it does not cast."""
+    t = col.type
+    if t == "string":
+        return raw
+    if t == "boolean":
+        low = f"lower(trim({raw}))"
+        return (
+            f"CASE WHEN {low} IN ('true', 't', '1', 'yes', 'y', '是') THEN TRUE "
+            f"WHEN {low} IN ('false', 'f', '0', 'no', 'n', '否') THEN FALSE END"
+        )
+    if t in ("date", "datetime") and col.date_format:
+        parsed = f"try_strptime(trim({raw}), {literal(col.date_format)})"
+        return f"CAST({parsed} AS DATE)" if t == "date" else parsed
+    return f"TRY_CAST({raw} AS {SQL_TYPES[t]})"  # DuckDB casts tolerate surrounding spaces
+
+
+def _bound_literal(col: ColumnSpec, value: float | str) -> str:
+    if col.type in ("date", "datetime"):
+        return f"CAST({literal(str(value))} AS {SQL_TYPES[col.type]})"
+    return repr(float(value))
+
+
+def _checks(col: ColumnSpec, raw: str, typed: str, id_prefix: str = "") -> list[tuple[str, str]]:
+    """(rule code, SQL that is TRUE when the value passes) for one column; `typed` names the
+    column's typed value, `id_prefix` its `id_prefix_sql` helper column."""
+    r = col.rules
+    tests: list[tuple[str, str]] = []
+    if col.type != "string":
+        tests.append(("type", f"{typed} IS NOT NULL"))
+    if r.regex:
+        tests.append(("regex", f"regexp_full_match({raw}, {literal(r.regex)})"))
+    target = typed if col.type != "string" else f"length({raw})"
+    # A value that is not of the type fails "type" only, not the range as well.
+    if r.min is not None:
+        tests.append(("min", f"({target} IS NULL OR {target} >= {_bound_literal(col, r.min)})"))
+    if r.max is not None:
+        tests.append(("max", f"({target} IS NULL OR {target} <= {_bound_literal(col, r.max)})"))
+    if r.date_format:
+        tests.append(("date", f"try_strptime({raw}, {literal(r.date_format)}) IS NOT NULL"))
+    if r.id_number:
+        tests.append(("id_number", id_number_sql(raw, id_prefix) if id_prefix else id_number_sql(raw)))
+    if r.mobile:
+        tests.append(("mobile", f"regexp_full_match({raw}, {literal(MOBILE_RE)})"))
+    # An empty value passes every rule but not_null; a rule that cannot be evaluated fails.
+    out = [(code, f"({raw} IS NULL OR coalesce({test}, FALSE))") for code, test in tests]
+    if r.not_null:
+        out.insert(0, ("not_null", f"({raw} IS NOT NULL AND {raw} <> '')"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine.
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha256_files(files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fp:
+            while chunk := fp.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return _sha256_files([path])
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _error_text(exc: Exception, data_dir: Path) -> str:
+    """DuckDB's message, first line, without local paths."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first.replace(str(data_dir.resolve()), "").replace(str(data_dir), "")
+
+
+class Engine:
+    """DuckDB, in-process. Thread-safe: every call opens its own cursor or connection.
+
+    `threads` and `memory_limit` bound each load and query; `salt` keys the `hash` mask."""
+
+    def __init__(
+        self, data_dir: Path, *, salt: str = "", threads: int = 0, memory_limit: str = "2GB"
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.root = self.data_dir / "datasets"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.salt = salt
+        self.threads = threads or max(os.cpu_count() or 1, 1)
+        self.memory_limit = memory_limit
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    # ---- connections --------------------------------------------------------------------
+
+    def _reader_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the shared read-only-by-configuration database: it may read Parquet
+        under datasets/ and nothing else, and its settings cannot be changed."""
+        with self._lock:
+            if self._reader is None:
+                con = duckdb.connect(":memory:")
+                con.execute(f"SET threads = {int(self.threads)}")
+                con.execute(f"SET memory_limit = {literal(self.memory_limit)}")
+                con.execute("SET enable_progress_bar = false")
+                con.execute("SET autoinstall_known_extensions = false")
+                con.execute("SET autoload_known_extensions = false")
+                con.execute("SET parquet_metadata_cache = true")
+                con.execute(f"SET allowed_directories = [{literal(str(self.root) + '/')}]")
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
+                self._reader = con
+            return self._reader.cursor()
+
+    def _writer(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:")
+        tmp = self.data_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET threads = {int(self.threads)}")
+        con.execute(f"SET memory_limit = {literal(self.memory_limit)}")
+        con.execute(f"SET temp_directory = {literal(str(tmp))}")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        # Progress is read by a watcher thread; never printed.
+        con.execute("SET enable_progress_bar = true")
+        con.execute("SET enable_progress_bar_print = false")
+        # Rows carry their line number, so the writer need not keep the file's order.
+        con.execute("SET preserve_insertion_order = false")
+        return con
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def dataset_dir(self, dataset: str) -> Path:
+        if not _SLUG_RE.match(dataset):
+            raise Invalid("A dataset name is lowercase letters, digits, hyphens and underscores.")
+        return self.root / dataset
+
+    def version_path(self, dataset: str, version: int) -> str:
+        """Where version N of a dataset lives, relative to the data dir."""
+        return str((self.dataset_dir(dataset) / f"v{int(version)}").relative_to(self.data_dir))
+
+    def staging_dir(self, dataset: str) -> Path:
+        """A fresh, empty folder for one load; `publish` renames it into place."""
+        d = self.dataset_dir(dataset) / f".staging-{uuid.uuid4().hex}"
+        d.mkdir(parents=True)
+        return d
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def check_regex(self, pattern: str) -> str | None:
+        """None when DuckDB (RE2) accepts the pattern, else the reason."""
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SELECT regexp_full_match('', $1)", [pattern]).fetchall()
+            return None
+        except duckdb.Error as exc:
+            return _error_text(exc, self.data_dir)
+        finally:
+            con.close()
+
+    def sniff(self, source: Source) -> SniffResult:
+        """Source columns and their inferred field types (DuckDB's sniffer for CSV)."""
+        con = self._writer()
+        try:
+            rel = con.sql(f"SELECT * FROM {self._reader_sql(source, typed=True)} LIMIT 0")
+            cols = [(name, _field_type(str(t))) for name, t in zip(rel.columns, rel.types, strict=True)]
+            delimiter = source.delimiter
+            if source.format == "csv" and not delimiter:
+                delimiter = detect_delimiter(source.path)
+            return SniffResult(columns=[c for c in cols if c[0] != source.line_column], delimiter=delimiter)
+        except duckdb.Error as exc:
+            raise Invalid(
+                "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
+            ) from exc
+        finally:
+            con.close()
+
+    def _reader_sql(self, source: Source, *, typed: bool = False, columns: Sequence[str] = ()) -> str:
+        path = literal(str(source.path))
+        if source.format == "csv":
+            opts = ["header = true" if source.header else "header = false"]
+            opts.append(f"delim = {literal(source.delimiter or detect_delimiter(source.path))}")
+            opts.append("quote = '\"', escape = '\"'")  # RFC 4180
+            # Malformed lines never abort or vanish: the load reads them from reject_errors.
+            opts.append("all_varchar = true, store_rejects = true" if not typed else "ignore_errors = true")
+            return f"read_csv({path}, {', '.join(opts)})"
+        fmt = "newline_delimited" if source.format == "ndjson" else "array"
+        if typed or not columns:
+            return f"read_json({path}, format = {literal(fmt)})"
+        cols = "{" + ", ".join(f"{literal(c)}: 'VARCHAR'" for c in columns) + "}"
+        return f"read_json({path}, format = {literal(fmt)}, columns = {cols})"
+
+    def load(
+        self,
+        source: Source,
+        columns: Sequence[ColumnSpec],
+        staging: Path,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> LoadResult:
+        """Read `source`, cast and check every column in one pass, and write into `staging`:
+        valid rows as `data/*.parquet` (typed, with the hidden `_line`) and rejected rows as
+        `rejected/*.parquet` (line, reason codes "field:rule", raw values), never dropped.
+
+        Malformed CSV lines (wrong column count, bad quoting) are rejected with reason
+        "row:malformed". Raises Invalid when the file cannot be read at all or lacks a column;
+        `progress(rows_read)` is called about twice a second."""
+        started = time.monotonic()
+        con = self._writer()
+        watcher: _ProgressWatcher | None = None
+        try:
+            header = self._source_columns(con, source)
+            missing = [c.source or c.name for c in columns if (c.source or c.name) not in header]
+            if missing:
+                raise Invalid(
+                    "The file has no column for {fields}. Its columns are: {found}.",
+                    fields=", ".join(missing),
+                    found=", ".join(header) or "-",
+                )
+            raw_names = [c.source or c.name for c in columns]
+            reader = self._reader_sql(
+                source, columns=[*raw_names, *([source.line_column] if source.line_column else [])]
+            )
+            # CSV gives NULL for an empty field already; JSON may hold "" — make it NULL too.
+            blank = source.format != "csv"
+            select_raw = ", ".join(
+                (f"NULLIF({ident(r)}, '')" if blank else ident(r)) + f" AS {ident(f'_r{i}')}"
+                for i, r in enumerate(raw_names)
+            )
+            line_expr = (
+                f"CAST({ident(source.line_column)} AS BIGINT)"
+                if source.line_column
+                else ("ordinality + 1" if source.format == "csv" and source.header else "ordinality")
+            )
+            # Three layers so each cast is computed once: raw text → typed values and helper
+            # columns → one flag per rule; then the row is valid when every flag is.
+            typed_cols: list[str] = []
+            flags: list[str] = []
+            reasons: list[str] = []
+            for i, col in enumerate(columns):
+                raw = ident(f"_r{i}")
+                typed_cols.append(f"{_typed_sql(raw, col)} AS {ident(col.name)}")
+                if col.rules.id_number:
+                    typed_cols.append(f"{id_prefix_sql(raw)} AS {ident(f'_id{i}')}")
+                for code, ok in _checks(col, raw, ident(col.name), ident(f"_id{i}")):
+                    flag = ident(f"_ok{len(flags)}")
+                    flags.append(f"{ok} AS {flag}")
+                    reasons.append(f"CASE WHEN NOT {flag} THEN {literal(col.name + ':' + code)} END")
+            all_ok = " AND ".join(ident(f"_ok{k}") for k in range(len(flags))) or "TRUE"
+            raw_json = (
+                "to_json(struct_pack("
+                + ", ".join(f"{ident(c.name)} := {ident(f'_r{i}')}" for i, c in enumerate(columns))
+                + "))"
+            )
+            reason_text = f"concat_ws('|', {', '.join(reasons)})" if reasons else "''"
+            names = ", ".join(ident(c.name) for c in columns)
+            raws = ", ".join(ident(f"_r{i}") for i in range(len(columns)))
+            sql = f"""
+COPY (
+  SELECT CASE WHEN NOT _ok THEN _line END AS _line, {names},
+         CASE WHEN NOT _ok THEN {reason_text} END AS _reasons,
+         CASE WHEN NOT _ok THEN {raw_json} END AS _raw,
+         _ok
+  FROM (
+    SELECT *, ({all_ok}) AS _ok FROM (
+      SELECT *{"".join(", " + f for f in flags)} FROM (
+        SELECT _line, {raws}, {", ".join(typed_cols)} FROM (
+          SELECT {line_expr} AS _line, {select_raw} FROM {reader} WITH ORDINALITY
+        )
+      )
+    )
+  )
+) TO {literal(str(staging / "out"))} (FORMAT parquet, PARTITION_BY (_ok), OVERWRITE_OR_IGNORE)
+"""
+            if progress:
+                watcher = _ProgressWatcher(con, progress, source.estimated_rows or _estimate_rows(source))
+                watcher.start()
+            try:
+                con.execute(sql)
+            except duckdb.Error as exc:
+                raise Invalid(
+                    "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
+                ) from exc
+            finally:
+                if watcher:
+                    watcher.stop()
+            return self._collect(con, source, columns, staging, header, started)
+        finally:
+            con.close()
+
+    def _source_columns(self, con: duckdb.DuckDBPyConnection, source: Source) -> list[str]:
+        try:
+            rel = con.sql(f"SELECT * FROM {self._reader_sql(source, typed=True)} LIMIT 0")
+        except duckdb.Error as exc:
+            raise Invalid(
+                "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
+            ) from exc
+        return [c for c in rel.columns if c != source.line_column]
+
+    def _collect(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: Source,
+        columns: Sequence[ColumnSpec],
+        staging: Path,
+        header: list[str],
+        started: float,
+    ) -> LoadResult:
+        """Move the partitions into data/ and rejected/, add malformed lines, count quality."""
+        out = staging / "out"
+        data_dir, rej_dir = staging / "data", staging / "rejected"
+        data_dir.mkdir(exist_ok=True)
+        rej_dir.mkdir(exist_ok=True)
+        for i, f in enumerate(sorted((out / "_ok=true").glob("*.parquet"))):
+            f.rename(data_dir / f"part-{i:05d}.parquet")
+        rejected_files = sorted((out / "_ok=false").glob("*.parquet"))
+        malformed: list[tuple[int, str, str]] = []
+        if source.format == "csv":
+            with contextlib.suppress(duckdb.Error):
+                malformed = [
+                    (int(r[0]), str(r[1] or ""), str(r[2] or ""))
+                    for r in con.execute(
+                        "SELECT line, csv_line, error_message FROM reject_errors ORDER BY line"
+                    ).fetchall()
+                ]
+        files = sorted(data_dir.glob("*.parquet"))
+        valid = self._count(con, files) if files else 0
+        names = [c.name for c in columns]
+        reject_rows: list[tuple[int, list[str], dict[str, Any]]] = []
+        if rejected_files:
+            for line, reasons, raw in con.execute(
+                f"SELECT _line, _reasons, _raw FROM read_parquet({_files_sql(rejected_files)}) ORDER BY _line"
+            ).fetchall():
+                values = json.loads(raw) if raw else {}
+                reject_rows.append(
+                    (int(line), str(reasons or "").split("|"), {n: values.get(n) for n in names})
+                )
+        # DuckDB numbers a malformed line by its record (header = 1), once per problem.
+        seen: set[int] = set()
+        bad: list[tuple[int, list[str], dict[str, Any]]] = []
+        for line, raw_line, message in malformed:
+            if line not in seen:
+                seen.add(line)
+                bad.append((line, ["row:malformed"], {"_raw": raw_line[:2000], "_error": message[:300]}))
+        if source.format == "csv" and not source.line_column and (reject_rows or bad):
+            # The ordinal line of a read record skips malformed records: shift it past them,
+            # then turn record numbers into lines of the file (quoted newlines, blank lines).
+            shifted = []
+            for ln, rs, vals in reject_rows:
+                for m in sorted(seen):
+                    if m <= ln:
+                        ln += 1
+                shifted.append((ln, rs, vals))
+            line_map = _LineMap(source, valid + len(reject_rows) + len(bad))
+            reject_rows = [(line_map.line(ln), rs, vals) for ln, rs, vals in [*shifted, *bad]]
+        else:
+            reject_rows += bad
+        reject_rows.sort(key=lambda r: r[0])
+        self._write_rejects(con, rej_dir / "rejected.parquet", names, reject_rows)
+        shutil.rmtree(out, ignore_errors=True)
+
+        nulls = self._null_counts(con, files, names) if files else dict.fromkeys(names, 0)
+        read = valid + len(reject_rows)
+        reasons_count: dict[str, int] = {}
+        for _, rs, _ in reject_rows:
+            for code in rs:
+                reasons_count[code] = reasons_count.get(code, 0) + 1
+        quality: dict[str, dict[str, float | int]] = {}
+        for n in names:
+            filled = (valid - nulls.get(n, 0)) + sum(
+                1
+                for _, rs, vals in reject_rows
+                if "row:malformed" not in rs and vals.get(n) not in (None, "")
+            )
+            invalid = sum(1 for _, rs, _ in reject_rows if any(code.startswith(n + ":") for code in rs))
+            quality[n] = {
+                "filled": filled,
+                "invalid": invalid,
+                "completeness": round(filled / read, 6) if read else 0.0,
+                "validity": round((read - invalid) / read, 6) if read else 0.0,
+            }
+        first = [{"line": ln, "reasons": rs, "values": vals} for ln, rs, vals in reject_rows[:20]]
+        return LoadResult(
+            read=read,
+            rows=valid,
+            rejected=len(reject_rows),
+            quality=quality,
+            reasons=reasons_count,
+            first_rejects=first,
+            source_columns=header,
+            millis=int((time.monotonic() - started) * 1000),
+        )
+
+    def _write_rejects(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: Path,
+        names: Sequence[str],
+        rows: Sequence[tuple[int, list[str], dict[str, Any]]],
+    ) -> None:
+        """rejected.parquet: _line, _reasons and every raw value as text (empty file when none)."""
+        cols = ["_line", "_reasons", *names, "_raw", "_error"]
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rejects ("
+            + ", ".join(
+                f"{ident(c)} {'BIGINT' if c == '_line' else 'VARCHAR[]' if c == '_reasons' else 'VARCHAR'}"
+                for c in cols
+            )
+            + ")"
+        )
+        if rows:
+            # Through an NDJSON file: one bulk read instead of a statement per row.
+            staged = target.with_suffix(".ndjson")
+            with staged.open("w", encoding="utf-8") as out:
+                for line, reasons, vals in rows:
+                    record = {
+                        "_line": line,
+                        "_reasons": reasons,
+                        "_raw": vals.get("_raw"),
+                        "_error": vals.get("_error"),
+                    }
+                    record |= {n: _text(vals.get(n)) for n in names}
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            kinds = {"_line": "BIGINT", "_reasons": "VARCHAR[]"}
+            types = ", ".join(f"{literal(c)}: '{kinds.get(c, 'VARCHAR')}'" for c in cols)
+            con.execute(
+                f"INSERT INTO _rejects SELECT {', '.join(ident(c) for c in cols)} FROM read_json("
+                f"{literal(str(staged))}, format = 'newline_delimited', columns = {{{types}}})"
+            )
+            staged.unlink()
+        con.execute(f"COPY _rejects TO {literal(str(target))} (FORMAT parquet)")
+
+    def _count(self, con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+        row = con.execute(f"SELECT count(*) FROM read_parquet({_files_sql(files)})").fetchone()
+        return int(row[0]) if row else 0
+
+    def _null_counts(
+        self, con: duckdb.DuckDBPyConnection, files: Sequence[Path], names: Sequence[str]
+    ) -> dict[str, int]:
+        """NULLs per column from the Parquet footers (no data scan); a scan if stats are absent."""
+        try:
+            rows = con.execute(
+                f"SELECT path_in_schema, sum(stats_null_count), count(*) FILTER (stats_null_count IS NULL) "
+                f"FROM parquet_metadata({_files_sql(files)}) GROUP BY 1"
+            ).fetchall()
+            stats = {str(p): int(n or 0) for p, n, missing in rows if not missing}
+            if all(n in stats for n in names):
+                return {n: stats[n] for n in names}
+        except duckdb.Error:
+            pass
+        exprs = ", ".join(f"count(*) - count({ident(n)})" for n in names)
+        row = con.execute(f"SELECT {exprs} FROM read_parquet({_files_sql(files)})").fetchone()
+        return {n: int(v) for n, v in zip(names, row or (), strict=False)}
+
+    def publish(self, staging: Path, dataset: str, version: int, previous: Sequence[Path] = ()) -> Published:
+        """Make a staged load a version: `previous` files (append mode) are hard-linked in
+        beside the new part (no copy; each version folder is complete on its own, so removing
+        an old version never touches a newer one), everything is fsynced, and the folder is
+        renamed to v<N> in one step. Until the caller commits the pointer, readers keep the
+        previous version."""
+        data = staging / "data"
+        files = sorted(data.glob("*.parquet"))
+        renamed: list[Path] = []
+        for i, f in enumerate(files):
+            target = data / f"part-v{version:05d}-{i:05d}.parquet"
+            f.rename(target)
+            renamed.append(target)
+        for f in previous:
+            target = data / f.name
+            if target.exists():
+                continue
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)  # another file system: copy instead
+        for f in [*sorted(data.glob("*.parquet")), *sorted((staging / "rejected").glob("*"))]:
+            with f.open("rb") as fp:
+                os.fsync(fp.fileno())
+        _fsync_dir(data)
+        final = self.data_dir / self.version_path(dataset, version)
+        if final.exists():
+            # A leftover of a load that died after its rename but before its commit.
+            shutil.rmtree(final)
+        staging.rename(final)
+        _fsync_dir(final.parent)
+        out = sorted((final / "data").glob("*.parquet"))
+        return Published(
+            path=str(final.relative_to(self.data_dir)),
+            files=out,
+            bytes=sum(f.stat().st_size for f in out),
+            sha256=_sha256_files(out),
+        )
+
+    def version_files(self, path: str) -> list[Path]:
+        """The data files of a version folder (relative to the data dir), in name order."""
+        if not path:
+            return []
+        folder = (self.data_dir / path / "data").resolve()
+        if self.root not in folder.parents:
+            return []
+        return sorted(folder.glob("*.parquet"))
+
+    def rejected_files(self, path: str) -> list[Path]:
+        folder = (self.data_dir / path / "rejected").resolve()
+        if not path or self.root not in folder.parents:
+            return []
+        return sorted(folder.glob("*.parquet"))
+
+    def remove_version(self, path: str) -> list[dict[str, Any]]:
+        """Delete a version folder; returns [{"file", "bytes", "sha256"}] of what was removed."""
+        folder = (self.data_dir / path).resolve()
+        if not path or self.root not in folder.parents or not folder.is_dir():
+            return []
+        removed = [
+            {"file": str(f.relative_to(self.data_dir)), "bytes": f.stat().st_size, "sha256": file_sha256(f)}
+            for f in sorted(folder.rglob("*"))
+            if f.is_file()
+        ]
+        shutil.rmtree(folder)
+        _fsync_dir(folder.parent)
+        return removed
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def schema(self, files: Sequence[Path]) -> dict[str, str]:
+        """Visible columns of a version → field type."""
+        if not files:
+            return {}
+        cur = self._reader_cursor()
+        try:
+            rel = cur.sql(f"SELECT * FROM read_parquet({_files_sql(files)}) LIMIT 0")
+            return {
+                n: _field_type(str(t))
+                for n, t in zip(rel.columns, rel.types, strict=True)
+                if not n.startswith(HIDDEN_PREFIX)
+            }
+        finally:
+            cur.close()
+
+    def count(self, files: Sequence[Path]) -> int:
+        if not files:
+            return 0
+        cur = self._reader_cursor()
+        try:
+            return self._count(cur, files)
+        finally:
+            cur.close()
+
+    def read_rejected(self, path: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Rejected rows of a load (raw values: personal data — callers check the right)."""
+        files = self.rejected_files(path)
+        if not files:
+            return []
+        cur = self._reader_cursor()
+        try:
+            rel = cur.execute(
+                f"SELECT * FROM read_parquet({_files_sql(files)}) ORDER BY _line LIMIT $1 OFFSET $2",
+                [limit, offset],
+            )
+            cols = [d[0] for d in rel.description or ()]
+            return [
+                {c: jsonable(v) for c, v in zip(cols, row, strict=True) if v is not None}
+                for row in rel.fetchall()
+            ]
+        finally:
+            cur.close()
+
+    def query(self, files: Sequence[Path], plan: QueryPlan) -> QueryResult:
+        """Run `plan` against a version's files. Unknown fields, operators or masks → Invalid.
+        With no files (nothing loaded yet) the result is empty."""
+        started = time.monotonic()
+        if not files:
+            return QueryResult(list(plan.fields), [], [], 0 if plan.with_total else None)
+        schema = self.schema(files)
+        fields = list(plan.fields) or list(schema)
+        for f in [*fields, *(x.field for x in plan.filters), *(s.field for s in plan.sort)]:
+            if f not in schema:
+                raise Invalid("Unknown field {field}.", field=f, error_code="unknown_field")
+        for kind in plan.masks.values():
+            if kind and kind not in MASKS:
+                raise Invalid("Unknown mask {mask}.", mask=kind)
+        limit = max(0, min(int(plan.limit), 100_000))
+        offset = max(0, int(plan.offset))
+        where, params = self._where(schema, plan)
+        select = ", ".join(
+            (mask_sql(ident(f), plan.masks[f], self.salt) if plan.masks.get(f) else ident(f))
+            + f" AS {ident(f)}"
+            for f in fields
+        )
+        order = ", ".join(
+            f"{ident(s.field)} {'DESC' if s.descending else 'ASC'} NULLS LAST" for s in plan.sort
+        )
+        src = f"read_parquet({_files_sql(files)})"
+        order_by = f" ORDER BY {order}" if order else ""
+        sql = f"SELECT {select} FROM {src}{where}{order_by} LIMIT {limit} OFFSET {offset}"
+        cur = self._reader_cursor()
+        try:
+            rows = cur.execute(sql, params).fetchall()
+            total: int | None = None
+            if plan.with_total:
+                row = cur.execute(f"SELECT count(*) FROM {src}{where}", params).fetchone()
+                total = int(row[0]) if row else 0
+        except duckdb.Error as exc:
+            raise Invalid(
+                "The query failed: {reason}",
+                reason=_error_text(exc, self.data_dir),
+                error_code="query_failed",
+            ) from exc
+        finally:
+            cur.close()
+        return QueryResult(
+            fields=fields,
+            types=[schema[f] for f in fields],
+            rows=rows,
+            total=total,
+            millis=int((time.monotonic() - started) * 1000),
+        )
+
+    def _where(self, schema: Mapping[str, str], plan: QueryPlan) -> tuple[str, list[Any]]:
+        parts: list[str] = []
+        params: list[Any] = []
+        for flt in plan.filters:
+            col = ident(flt.field)
+            sql_type = SQL_TYPES[schema[flt.field]]
+            op = flt.op.lower().strip()
+            if op not in OPS:
+                raise Invalid("Unknown filter operator {op}.", op=flt.op, error_code="bad_filter")
+            if op in ("is null", "is not null"):
+                parts.append(f"{col} {op.upper()}")
+            elif op == "in":
+                values = flt.value if isinstance(flt.value, list | tuple) else [flt.value]
+                if not values:
+                    parts.append("FALSE")
+                    continue
+                parts.append(f"{col} IN ({', '.join(f'CAST(? AS {sql_type})' for _ in values)})")
+                params.extend(values)
+            elif op == "between":
+                if not isinstance(flt.value, list | tuple) or len(flt.value) != 2:
+                    raise Invalid("between takes two values.", error_code="bad_filter")
+                parts.append(f"{col} BETWEEN CAST(? AS {sql_type}) AND CAST(? AS {sql_type})")
+                params.extend(flt.value)
+            elif op == "like":
+                parts.append(f"CAST({col} AS VARCHAR) LIKE ?")
+                params.append(str(flt.value))
+            else:
+                if flt.value is None:
+                    raise Invalid(
+                        "The filter on {field} needs a value.", field=flt.field, error_code="bad_filter"
+                    )
+                parts.append(f"{col} {op} CAST(? AS {sql_type})")
+                params.append(flt.value)
+        if plan.q:
+            q_fields = (
+                list(plan.q_fields)
+                if plan.q_fields is not None
+                else [
+                    f for f in (plan.fields or schema) if schema.get(f) == "string" and not plan.masks.get(f)
+                ]
+            )
+            for f in q_fields:
+                if f not in schema:
+                    raise Invalid("Unknown field {field}.", field=f, error_code="unknown_field")
+            if q_fields:
+                like = "%" + plan.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                parts.append(
+                    "("
+                    + " OR ".join(f"CAST({ident(f)} AS VARCHAR) ILIKE ? ESCAPE '\\'" for f in q_fields)
+                    + ")"
+                )
+                params.extend([like] * len(q_fields))
+            else:
+                parts.append("FALSE")
+        return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+    def run_sql(
+        self,
+        sql: str,
+        views: Mapping[str, View],
+        *,
+        timeout: float = 10.0,
+        memory_limit: str = "512MB",
+        threads: int = 0,
+        max_rows: int = 10_000,
+    ) -> SqlResult:
+        """Run one SELECT (already validated by the caller) over `views` only.
+
+        A fresh connection per call: the views are created, then the connection is locked
+        down (no file access except these files, no extensions, settings locked) before
+        `sql` runs. The query is interrupted after `timeout` seconds (Invalid with
+        error_code "query_timeout") and bounded by `memory_limit` ("query_memory"); other
+        errors are "query_failed". At most `max_rows` rows are returned (`truncated`)."""
+        started = time.monotonic()
+        con = duckdb.connect(":memory:")
+        timer: threading.Timer | None = None
+        try:
+            allowed: list[str] = []
+            for name, view in views.items():
+                cols = "*"
+                if view.fields or view.masks:
+                    names = list(view.fields) or list(self.schema(view.files))
+                    cols = ", ".join(
+                        (mask_sql(ident(f), view.masks[f], self.salt) if view.masks.get(f) else ident(f))
+                        + f" AS {ident(f)}"
+                        for f in names
+                    )
+                elif view.files:
+                    cols = "* EXCLUDE (_line, _reasons, _raw)"
+                if not view.files:
+                    raise Invalid("Dataset {name} has no data yet.", name=name, error_code="no_data")
+                con.execute(
+                    f"CREATE TEMP VIEW {ident(name)} AS "
+                    f"SELECT {cols} FROM read_parquet({_files_sql(view.files)})"
+                )
+                allowed.extend(str(f) for f in view.files)
+            con.execute(f"SET threads = {int(threads or min(self.threads, 2))}")
+            con.execute(f"SET memory_limit = {literal(memory_limit)}")
+            con.execute("SET max_temp_directory_size = '0B'")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET enable_progress_bar = false")
+            con.execute("SET allowed_paths = [" + ", ".join(literal(p) for p in allowed) + "]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            timer = threading.Timer(timeout, con.interrupt)
+            timer.daemon = True
+            timer.start()
+            try:
+                cur = con.execute(sql)
+                columns = [d[0] for d in cur.description or ()]
+                rows = cur.fetchmany(max_rows + 1)
+            except duckdb.InterruptException as exc:
+                raise Invalid(
+                    "The query took longer than {seconds} seconds and was stopped.",
+                    seconds=round(timeout, 1),
+                    error_code="query_timeout",
+                ) from exc
+            except duckdb.OutOfMemoryException as exc:
+                raise Invalid(
+                    "The query needs more memory than the limit of {limit}.",
+                    limit=memory_limit,
+                    error_code="query_memory",
+                ) from exc
+            except duckdb.Error as exc:
+                raise Invalid(
+                    "The query failed: {reason}",
+                    reason=_error_text(exc, self.data_dir),
+                    error_code="query_failed",
+                ) from exc
+            return SqlResult(
+                columns=columns,
+                rows=rows[:max_rows],
+                millis=int((time.monotonic() - started) * 1000),
+                truncated=len(rows) > max_rows,
+            )
+        finally:
+            if timer:
+                timer.cancel()
+            con.close()
+
+
+def detect_delimiter(path: Path) -> str:
+    """The delimiter of a CSV file: the most frequent of , tab ; | in its header line."""
+    with path.open("rb") as fp:
+        first = fp.readline(1 << 16)
+    counts = {d: first.count(d.encode()) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _field_type(duck_type: str) -> str:
+    t = duck_type.upper()
+    if t in (
+        "BIGINT",
+        "INTEGER",
+        "SMALLINT",
+        "TINYINT",
+        "HUGEINT",
+        "UBIGINT",
+        "UINTEGER",
+        "USMALLINT",
+        "UTINYINT",
+    ):
+        return "integer"
+    if t in ("DOUBLE", "FLOAT", "REAL") or t.startswith("DECIMAL"):
+        return "float"
+    if t == "BOOLEAN":
+        return "boolean"
+    if t == "DATE":
+        return "date"
+    if t.startswith("TIMESTAMP"):
+        return "datetime"
+    return "string"
+
+
+def _estimate_rows(source: Source) -> int:
+    """Rows in a file from its size and the average length of its first lines."""
+    try:
+        size = source.path.stat().st_size
+        with source.path.open("rb") as fp:
+            head = fp.read(1 << 16)
+        lines = max(head.count(b"\n"), 1)
+        return max(int(size / (len(head) / lines)), 1)
+    except OSError:
+        return 0
+
+
+class _ProgressWatcher:
+    """Polls DuckDB's query progress from a thread and reports estimated rows read."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, report: Callable[[int], None], estimate: int) -> None:
+        self.con, self.report, self.estimate = con, report, estimate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                pct = float(self.con.query_progress())
+            except Exception:  # the query may finish between the check and the call
+                continue
+            if pct >= 0:
+                with contextlib.suppress(Exception):
+                    self.report(int(self.estimate * min(pct, 100.0) / 100))
+
+
+class _LineMap:
+    """Record number (header = 1) → the line of the file the record starts on.
+
+    The same when every record is one line (the usual case, checked by counting newlines);
+    otherwise one pass of Python's csv module finds the start lines. Runs only for loads
+    that have rejects."""
+
+    def __init__(self, source: Source, records: int) -> None:
+        self.source = source
+        self._exact: dict[int, int] | None = None
+        expected = records + (1 if source.header else 0)
+        self._simple = _physical_lines(source.path) == expected
+
+    def line(self, record_line: int) -> int:
+        if self._simple:
+            return record_line
+        if self._exact is None:
+            self._exact = self._scan()
+        return self._exact.get(record_line, record_line)
+
+    def _scan(self) -> dict[int, int]:
+        import csv
+
+        out: dict[int, int] = {}
+        with self.source.path.open("r", encoding="utf-8-sig", newline="") as fp:
+            reader = csv.reader(fp, delimiter=self.source.delimiter or detect_delimiter(self.source.path))
+            record = 0
+            start = 1
+            for row in reader:
+                if any(row) or (record == 0 and self.source.header):
+                    record += 1
+                    out[record] = start
+                start = reader.line_num + 1
+        return out
+
+
+def _physical_lines(path: Path) -> int:
+    n, last = 0, b""
+    with path.open("rb") as fp:
+        while chunk := fp.read(1 << 22):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (1 if last and last != b"\n" else 0)
+
+
+@lru_cache(maxsize=8)
+def _engine_for(data_dir: str, salt: str) -> Engine:
+    return Engine(Path(data_dir), salt=salt)
+
+
+def get_engine(data_dir: Path, salt: str = "") -> Engine:
+    """The process-wide engine of a data dir (its reader database is shared by all threads)."""
+    return _engine_for(str(Path(data_dir).resolve()), salt)

@@ -1,0 +1,95 @@
+"""JSON statistics of events under /api/v1/stats/events, for the cockpit. Every number carries
+its definition key (docs/metrics.md); the reader sees only their region subtree."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from civicgrid.accounts.permissions import Permission
+from civicgrid.core.auth import Actor
+from civicgrid.core.deps import SessionDep, requires
+from civicgrid.core.vocab import Platform
+from civicgrid.events import stats
+
+router = APIRouter(prefix="/api/v1/stats/events", tags=["statistics"])
+Reader = Annotated[Actor, requires(Permission.events_read)]
+From = Annotated[
+    date | None, Query(alias="from", description="First local date (default: the 1st of this month).")
+]
+To = Annotated[date | None, Query(alias="to", description="Last local date, included (default: today).")]
+CategoryCode = Annotated[str | None, Query(max_length=16, description="Sub-class or big-class code.")]
+
+
+@router.get("/summary")
+def summary(
+    session: SessionDep,
+    actor: Reader,
+    first: From = None,
+    last: To = None,
+    platform: Platform | None = None,
+    category: CategoryCode = None,
+) -> dict[str, Any]:
+    """结案率, 按期结案率, handling time, 返工率, 满意率, 层级化解率 of the events accepted in the
+    period; today's and this month's flow; events overdue now."""
+    win = stats.window(first, last)
+    return stats.summary(session, actor, win, stats.filters(session, platform=platform, category=category))
+
+
+@router.get("/by")
+def by(
+    session: SessionDep,
+    actor: Reader,
+    dimension: stats.Dimension,
+    parent: Annotated[
+        str | None, Query(max_length=24, description="Region code whose children to compare.")
+    ] = None,
+    period: stats.Period = stats.Period.day,
+    category_level: Literal["sub", "class"] = "sub",
+    first: From = None,
+    last: To = None,
+    platform: Platform | None = None,
+    category: CategoryCode = None,
+) -> dict[str, Any]:
+    """The same metrics per region (children of `parent`), platform, category, lead org or period."""
+    win = stats.window(first, last)
+    return stats.breakdown(
+        session,
+        actor,
+        win,
+        dimension,
+        stats.filters(session, platform=platform, category=category),
+        parent=parent,
+        period=period,
+        category_level=category_level,
+    )
+
+
+@router.get("/handbacks")
+def handbacks(
+    session: SessionDep,
+    actor: Reader,
+    first: From = None,
+    last: To = None,
+    platform: Platform | None = None,
+    category: CategoryCode = None,
+) -> dict[str, Any]:
+    """Hand-backs per department in the period, most first."""
+    win = stats.window(first, last)
+    return stats.handbacks(session, actor, win, stats.filters(session, platform=platform, category=category))
+
+
+@router.get("/funnel")
+def funnel(
+    session: SessionDep,
+    actor: Reader,
+    first: From = None,
+    last: To = None,
+    platform: Platform | None = None,
+    category: CategoryCode = None,
+) -> dict[str, Any]:
+    """Events reported in the period by state, and the stages they reached."""
+    win = stats.window(first, last)
+    return stats.funnel(session, actor, win, stats.filters(session, platform=platform, category=category))
