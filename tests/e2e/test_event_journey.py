@@ -69,6 +69,7 @@ def _switch_user(page: Any, server: Server, username: str) -> None:
 def _shot(page: Any, folder: Path, name: str, phone: bool = False) -> None:
     if phone:
         page.set_viewport_size(PHONE)
+        page.wait_for_timeout(400)  # let the page lay out and paint at the new width
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     if phone:
         page.set_viewport_size(DESKTOP)
