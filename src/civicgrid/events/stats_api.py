@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
@@ -23,19 +23,31 @@ To = Annotated[date | None, Query(alias="to", description="Last local date, incl
 CategoryCode = Annotated[str | None, Query(max_length=16, description="Sub-class or big-class code.")]
 
 
+def window_of(first: From = None, last: To = None) -> stats.Window:
+    return stats.window(first, last)
+
+
+def filters_of(
+    session: SessionDep, platform: Platform | None = None, category: CategoryCode = None
+) -> stats.Filters:
+    return stats.filters(session, platform=platform, category=category)
+
+
+# The period and the filters every statistics route takes from the query string.
+Win = Annotated[stats.Window, Depends(window_of)]
+Filt = Annotated[stats.Filters, Depends(filters_of)]
+
+
 @router.get("/summary")
 def summary(
     session: SessionDep,
     actor: Reader,
-    first: From = None,
-    last: To = None,
-    platform: Platform | None = None,
-    category: CategoryCode = None,
+    win: Win,
+    filt: Filt,
 ) -> dict[str, Any]:
     """结案率, 按期结案率, handling time, 返工率, 满意率, 层级化解率 of the events accepted in the
     period; today's and this month's flow; events overdue now."""
-    win = stats.window(first, last)
-    return stats.summary(session, actor, win, stats.filters(session, platform=platform, category=category))
+    return stats.summary(session, actor, win, filt)
 
 
 @router.get("/by")
@@ -43,24 +55,21 @@ def by(
     session: SessionDep,
     actor: Reader,
     dimension: stats.Dimension,
+    win: Win,
+    filt: Filt,
     parent: Annotated[
         str | None, Query(max_length=24, description="Region code whose children to compare.")
     ] = None,
     period: stats.Period = stats.Period.day,
     category_level: Literal["sub", "class"] = "sub",
-    first: From = None,
-    last: To = None,
-    platform: Platform | None = None,
-    category: CategoryCode = None,
 ) -> dict[str, Any]:
     """The same metrics per region (children of `parent`), platform, category, lead org or period."""
-    win = stats.window(first, last)
     return stats.breakdown(
         session,
         actor,
         win,
         dimension,
-        stats.filters(session, platform=platform, category=category),
+        filt,
         parent=parent,
         period=period,
         category_level=category_level,
@@ -71,25 +80,19 @@ def by(
 def handbacks(
     session: SessionDep,
     actor: Reader,
-    first: From = None,
-    last: To = None,
-    platform: Platform | None = None,
-    category: CategoryCode = None,
+    win: Win,
+    filt: Filt,
 ) -> dict[str, Any]:
     """Hand-backs per department in the period, most first."""
-    win = stats.window(first, last)
-    return stats.handbacks(session, actor, win, stats.filters(session, platform=platform, category=category))
+    return stats.handbacks(session, actor, win, filt)
 
 
 @router.get("/funnel")
 def funnel(
     session: SessionDep,
     actor: Reader,
-    first: From = None,
-    last: To = None,
-    platform: Platform | None = None,
-    category: CategoryCode = None,
+    win: Win,
+    filt: Filt,
 ) -> dict[str, Any]:
     """Events reported in the period by state, and the stages they reached."""
-    win = stats.window(first, last)
-    return stats.funnel(session, actor, win, stats.filters(session, platform=platform, category=category))
+    return stats.funnel(session, actor, win, filt)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -212,10 +212,16 @@ def list_context(
     }
 
 
-def _filters(state: str, platform: str, category: str, q: str, since: str, until: str) -> export.Filters:
+def list_filters(
+    state: str = "", platform: str = "", category: str = "", q: str = "", since: str = "", until: str = ""
+) -> export.Filters:
+    """The filters every event list and its export take from the query string."""
     return export.Filters.parse(
         state=state, platform=platform, category=category, q=q, since=since, until=until
     )
+
+
+ListFilters = Annotated[export.Filters, Depends(list_filters)]
 
 
 # ---- report form --------------------------------------------------------------------------
@@ -330,14 +336,8 @@ def mine_page(
     session: SessionDep,
     actor: Reporter,
     page: PageDep,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    f = _filters(state, platform, category, q, since, until)
     return render(request, "events/mine.html", **list_context(session, actor, "mine", f, page))
 
 
@@ -347,14 +347,8 @@ def queue_page(
     session: SessionDep,
     actor: Dispatcher,
     page: PageDep,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    f = _filters(state, platform, category, q, since, until)
     return render(request, "events/queue.html", **list_context(session, actor, "queue", f, page), results=[])
 
 
@@ -400,14 +394,8 @@ def work_page(
     session: SessionDep,
     actor: Handler,
     page: PageDep,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    f = _filters(state, platform, category, q, since, until)
     return render(request, "events/work.html", **list_context(session, actor, "work", f, page))
 
 
@@ -417,14 +405,8 @@ def search_page(
     session: SessionDep,
     actor: Reporter,
     page: PageDep,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    f = _filters(state, platform, category, q, since, until)
     ctx = list_context(session, actor, "search", f, page)
     return render(request, "events/search.html", terms=export.search_terms(f.q), **ctx)
 
@@ -455,16 +437,9 @@ def export_queue(
     session: SessionDep,
     actor: Dispatcher,
     fmt: str,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    return _export(
-        request, session, actor, "queue", fmt, _filters(state, platform, category, q, since, until)
-    )
+    return _export(request, session, actor, "queue", fmt, f)
 
 
 @router.get("/events/work/export.{fmt}")
@@ -473,14 +448,9 @@ def export_work(
     session: SessionDep,
     actor: Handler,
     fmt: str,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    return _export(request, session, actor, "work", fmt, _filters(state, platform, category, q, since, until))
+    return _export(request, session, actor, "work", fmt, f)
 
 
 @router.get("/events/mine/export.{fmt}")
@@ -489,14 +459,9 @@ def export_mine(
     session: SessionDep,
     actor: Reporter,
     fmt: str,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    return _export(request, session, actor, "mine", fmt, _filters(state, platform, category, q, since, until))
+    return _export(request, session, actor, "mine", fmt, f)
 
 
 @router.get("/events/search/export.{fmt}")
@@ -505,14 +470,8 @@ def export_search(
     session: SessionDep,
     actor: Reporter,
     fmt: str,
-    state: str = "",
-    platform: str = "",
-    category: str = "",
-    q: str = "",
-    since: str = "",
-    until: str = "",
+    f: ListFilters,
 ) -> Response:
-    f = _filters(state, platform, category, q, since, until)
     return _export(request, session, actor, "search", fmt, f)
 
 
