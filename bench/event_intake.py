@@ -1,45 +1,55 @@
 """HTTP intake benchmark: POST /api/v1/events on PostgreSQL, with the real location lookup and
-duplicate check, a uvicorn server started here on a loopback port, and a threaded httpx client
-with a connection pool on loopback. Prints events/s, median and p99 latency per server setup.
+duplicate check, uvicorn (uvloop + httptools) started here on a loopback port, and a lean
+asyncio client (raw HTTP/1.1 keep-alive, several processes) on loopback.
 
-    .venv/bin/python bench/event_intake.py --pg postgresql://postgres@127.0.0.1:5432/postgres \
-        [--requests 20000] [--seconds 120] [--workers 1 2] [--threads 16] [--prefill 100000] [--profile]
+    .venv/bin/python bench/event_intake.py --pg postgresql://postgres@127.0.0.1:5432/postgres \\
+        [--requests 20000] [--seconds 60] [--workers 2] [--connections 32] [--client-procs 1] \\
+        [--prefill 30000] [--baseline-src DIR] [--py-spy SECONDS] [--profile]
 
 A fresh database is created on the server (and dropped afterwards): migrations, the demo
-jurisdiction (600 grids), optionally `--prefill` generated events (so the duplicate check has
-neighbours to compare), and bearer tokens of grid workers (one per client thread).
+jurisdiction (600 grids), `--prefill` generated events (so the duplicate check has neighbours
+to compare), and bearer tokens of grid workers (one per connection).
+
+Each setup is measured in the same run against two baselines: the client alone against a
+canned-response server (the client's own ceiling), and `GET /healthz` through the same
+uvicorn (the framework's floor). CPU time per event is read from /proc for the uvicorn
+processes, the PostgreSQL backends of the benchmark database and the client processes, so
+the ceiling of an idle 2-core machine is 2 s / (CPU seconds per event) whatever the load of
+the shared machine while it runs. `--baseline-src DIR` also runs the server from another
+source tree (e.g. `git archive HEAD | tar -x -C DIR`) against the same database: an A/B in
+one run. `--py-spy N` samples one uvicorn worker for N seconds during the intake run and
+prints where its time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import multiprocessing as mp
 import os
 import platform
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import shapely
-from fastapi import Request
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Engine, make_url
 
 from civicgrid.accounts import service as accounts
-from civicgrid.core.auth import Actor
 from civicgrid.core.db import Database
-from civicgrid.core.deps import SessionDep, optional_actor
-from civicgrid.core.errors import Unauthenticated
 from civicgrid.core.migrate import upgrade
 from civicgrid.demo import service as demo
 from civicgrid.demo.events import DESCRIPTIONS, generate_events
@@ -48,6 +58,7 @@ from civicgrid.models import load_all
 from civicgrid.regions.models import Region, RegionLevel
 
 ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:
@@ -57,33 +68,64 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def bearer_actor(request: Request, session: SessionDep) -> Actor | None:
-    """The proposed fix of core/deps.optional_actor: a plain `def`, so FastAPI runs the token
-    lookup (and its `last_used_at` UPDATE) in the thread pool instead of blocking the event
-    loop. Bearer tokens only (what this benchmark sends)."""
-    auth = request.headers.get("authorization", "")
-    actor = None
-    if auth.lower().startswith("bearer "):
-        actor = accounts.actor_for_api_token(session, auth[7:].strip())
-        if actor is None:
-            raise Unauthenticated("The API token is invalid, expired or revoked.")
-    request.state.actor = actor
-    return actor
-
-
-def create_app_sync_auth() -> Any:
-    """The app with `bearer_actor` overriding optional_actor (uvicorn --factory)."""
-    from civicgrid.main import create_app
-
-    app = create_app()
-    app.dependency_overrides[optional_actor] = bearer_actor
-    return app
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# ---- CPU accounting ---------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def process_tree(pid: int) -> list[int]:
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for k in kids:
+            out += process_tree(int(k))
+    return out
+
+
+def backend_pids(admin: Engine, dbname: str) -> list[int]:
+    with admin.connect() as c:
+        return [int(p) for p in c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}).scalars()]
+
+
+class CpuMeter:
+    """CPU seconds used between start() and stop() by the server's processes and the
+    database's backends (backends that appear meanwhile count from zero)."""
+
+    def __init__(self, admin: Engine, dbname: str, server_pid: int) -> None:
+        self.admin, self.dbname, self.server_pid = admin, dbname, server_pid
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float]]:
+        server = {p: proc_cpu(p) for p in process_tree(self.server_pid)}
+        pg = {p: proc_cpu(p) for p in backend_pids(self.admin, self.dbname)}
+        return server, pg
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def stop(self) -> tuple[float, float]:
+        after = self._read()
+        server = sum(v - self.before[0].get(p, 0.0) for p, v in after[0].items())
+        pg = sum(v - self.before[1].get(p, 0.0) for p, v in after[1].items())
+        return server, pg
+
+
+# ---- data ---------------------------------------------------------------------------------
 
 
 def prepare(url: str, data_dir: Path, prefill: int) -> dict[str, Any]:
@@ -104,9 +146,8 @@ def prepare(url: str, data_dir: Path, prefill: int) -> dict[str, Any]:
         grids = s.execute(
             select(Region.code, Region.geometry).where(Region.level == RegionLevel.grid).order_by(Region.code)
         ).all()
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            c.execute(text("VACUUM ANALYZE"))
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE"))
     db.dispose()
     return {"creds": creds, "categories": cats, "grids": grids}
 
@@ -124,28 +165,81 @@ def points(grids: list[Any], n: int, rng: np.random.Generator) -> list[tuple[str
     return out
 
 
-def start_server(url: str, data_dir: Path, port: int, workers: int, variant: str) -> subprocess.Popen[bytes]:
+def make_bodies(world: dict[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    cats = world["categories"]
+    bodies = []
+    for grid, lon, lat in points(world["grids"], n, rng):
+        code, cname, cls = cats[int(rng.integers(len(cats)))]
+        text_ = DESCRIPTIONS.get(cls, DESCRIPTIONS["01"])[int(rng.integers(3))]
+        desc = text_.format(addr=f"网格{grid[-3:]}附近{int(rng.integers(1, 300))}号", name=cname)
+        bodies.append({"category": code, "lon": lon, "lat": lat, "description": desc})
+    return bodies
+
+
+# ---- server -------------------------------------------------------------------------------
+
+
+def create_app_without_rollups() -> Any:
+    """The app with the statistics rollups' listeners (events/rollups.py) removed, for
+    `--factory event_intake:create_app_without_rollups`: what the rollups cost intake."""
+    from sqlalchemy.orm import Session
+
+    from civicgrid.events.models import Event
+    from civicgrid.main import create_app
+
+    app = create_app()
+    try:
+        from civicgrid.events import rollups
+    except ImportError:
+        return app
+    for name, fn in (("after_flush", "_after_flush"), ("do_orm_execute", "_bulk_statement")):
+        f = getattr(rollups, fn, None)
+        if f is not None and event.contains(Session, name, f):
+            event.remove(Session, name, f)
+    setter = getattr(rollups, "_load_old_on_set", None)
+    for attr in getattr(rollups, "TRACKED", ()):
+        if setter is not None and event.contains(getattr(Event, attr), "set", setter):
+            event.remove(getattr(Event, attr), "set", setter)
+    return app
+
+
+def start_server(
+    url: str, data_dir: Path, port: int, workers: int, src: Path | None = None, factory: str = ""
+) -> subprocess.Popen[bytes]:
+    paths = [str(ROOT / "bench")]
+    if src is not None:
+        paths.insert(0, str(src / "src"))
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]),
         "CIVICGRID_DATABASE_URL": url,
         "CIVICGRID_DATA_DIR": str(data_dir),
         "CIVICGRID_EMBEDDED_WORKER": "false",
         "CIVICGRID_LOG_LEVEL": "WARNING",
     }
-    factory = "civicgrid.main:create_app" if variant == "as-is" else "event_intake:create_app_sync_auth"
-    args = ["-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1"]
+    args = ["-m", "uvicorn", factory or "civicgrid.main:create_app", "--factory", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT)
-    deadline = time.time() + 60
+    args += ["--loop", "uvloop", "--http", "httptools", "--backlog", "2048"]
+    proc = subprocess.Popen([sys.executable, *args], env=env, cwd=src or ROOT)
+    deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
-            time.sleep(0.2)
+            time.sleep(0.3)
     proc.kill()
     raise RuntimeError("the server did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def login(base: str, username: str, password: str) -> str:
@@ -154,60 +248,226 @@ def login(base: str, username: str, password: str) -> str:
     return str(res.json()["token"])
 
 
-def run(
-    base: str, tokens: list[str], bodies: list[dict[str, Any]], threads: int, seconds: float
-) -> dict[str, Any]:
-    """Send the bodies from `threads` threads (one pooled client and token each) until done or
-    out of time; latency of every successful request."""
+# ---- the lean client ----------------------------------------------------------------------
+
+
+def encode_posts(bodies: list[dict[str, Any]], tokens: list[str], port: int) -> list[bytes]:
+    """Complete HTTP/1.1 requests, prepared before the clock starts."""
+    out = []
+    for i, body in enumerate(bodies):
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        head = (
+            f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {tokens[i % len(tokens)]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        out.append(head.encode() + payload)
+    return out
+
+
+def encode_gets(n: int, port: int, path: str = "/healthz") -> list[bytes]:
+    return [f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()] * n
+
+
+async def _drive(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
+    """Closed loop: each keep-alive connection sends its next request when the answer to the
+    previous one has arrived; latency = request written → whole response read."""
     latencies: list[float] = []
-    errors: dict[int, int] = {}
-    lock = threading.Lock()
+    statuses: Counter[int] = Counter()
+    it = iter(requests)
     stop_at = time.perf_counter() + seconds
-    chunks = [bodies[i::threads] for i in range(threads)]
 
-    def worker(i: int) -> None:
-        headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
-        mine: list[float] = []
-        bad: dict[int, int] = {}
-        with httpx.Client(
-            base_url=base, headers=headers, timeout=30, limits=httpx.Limits(max_connections=2)
-        ) as c:
-            for body in chunks[i]:
+    async def conn() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for req in it:
                 if time.perf_counter() > stop_at:
-                    break
+                    return
                 t = time.perf_counter()
-                try:
-                    status = c.post("/api/v1/events", json=body).status_code
-                except httpx.HTTPError:
-                    status = 0  # timed out or the connection broke
-                if status == 201:
-                    mine.append(time.perf_counter() - t)
-                else:
-                    bad[status] = bad.get(status, 0) + 1
-        with lock:
-            latencies.extend(mine)
-            for k, v in bad.items():
-                errors[k] = errors.get(k, 0) + v
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                if status in (200, 201):
+                    latencies.append(time.perf_counter() - t)
+                statuses[status] += 1
+        except (ConnectionError, asyncio.IncompleteReadError):
+            statuses[0] += 1
+        finally:
+            writer.close()
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(worker, range(threads)))
-    elapsed = time.perf_counter() - start
-    lat = sorted(latencies)
+    await asyncio.gather(*(conn() for _ in range(connections)))
+    return {"latencies": latencies, "statuses": dict(statuses)}
+
+
+def _client_proc(args: tuple[int, list[bytes], int, float, float]) -> dict[str, Any]:
+    port, requests, connections, seconds, start_at = args
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    time.sleep(max(0.0, start_at - time.time()))
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    res = asyncio.run(_drive(port, requests, connections, seconds))
+    res["elapsed"] = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    res["cpu"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return res
+
+
+def run_load(
+    port: int, requests: list[bytes], connections: int, procs: int, seconds: float
+) -> dict[str, Any]:
+    """Send `requests` over `connections` split across `procs` client processes."""
+    start_at = time.time() + 0.5
+    per = max(1, connections // procs)
+    jobs = [(port, requests[i::procs], per, seconds, start_at) for i in range(procs)]
+    with mp.get_context("fork").Pool(procs) as pool:
+        parts = pool.map(_client_proc, jobs)
+    lat = sorted(x for p in parts for x in p["latencies"])
+    statuses: Counter[int] = Counter()
+    for p in parts:
+        statuses.update(p["statuses"])
+    elapsed = max(p["elapsed"] for p in parts)
+    errors = {k: v for k, v in statuses.items() if k not in (200, 201)}
     return {
         "ok": len(lat),
         "errors": errors,
         "seconds": round(elapsed, 2),
         "per_second": round(len(lat) / elapsed, 1),
-        "median_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-        "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
+        "median_ms": round(statistics.median(lat) * 1000, 2) if lat else None,
+        "p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, 2) if lat else None,
+        "client_cpu_s": round(sum(p["cpu"] for p in parts), 2),
     }
 
 
+CANNED = b'{"number":"331082-20261125-00017","state":"reported"' + b' ' * 1400 + b"}"
+
+
+async def _canned_server(port: int) -> None:
+    resp = (
+        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(CANNED)}\r\n\r\n".encode()
+        + CANNED
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                writer.write(resp)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=2048)
+    async with server:
+        await server.serve_forever()
+
+
+def _serve_canned(port: int) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_canned_server(port))
+
+
+def client_alone(requests: list[bytes], connections: int, procs: int, seconds: float) -> dict[str, Any]:
+    """The client against a server that answers every request with a canned 201 at once."""
+    port = free_port()
+    server = mp.get_context("fork").Process(target=_serve_canned, args=(port,), daemon=True)
+    server.start()
+    time.sleep(0.5)
+    try:
+        t0 = proc_cpu(server.pid or 0)
+        res = run_load(port, requests, connections, procs, seconds)
+        res["server_cpu_s"] = round(proc_cpu(server.pid or 0) - t0, 2)
+        return res
+    finally:
+        server.terminate()
+        server.join()
+
+
+# ---- profiles -----------------------------------------------------------------------------
+
+
+def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("py-spy not installed (pip install py-spy); no sampling profile")
+        return None
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--format", "raw",
+         "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+BUCKETS = [
+    ("psycopg wait (database round trips)", ("psycopg/connection.py:wait", "psycopg/waiting.py")),
+    ("jieba / duplicate text", ("jieba", "events/text.py")),
+    ("audit.record", ("core/audit.py",)),
+    ("SQLAlchemy ORM / Core", ("sqlalchemy/",)),
+    ("pydantic", ("pydantic",)),
+    ("FastAPI / Starlette routing and deps", ("fastapi/", "starlette/")),
+    ("anyio thread hop", ("anyio/",)),
+    ("uvicorn / httptools", ("uvicorn/",)),
+    ("civicgrid code", ("civicgrid/",)),
+]
+
+
+def summarise_py_spy(path: Path) -> None:
+    """Share of samples by the innermost frame of interest; and the civicgrid functions that
+    hold the most samples cumulatively."""
+    if not path.exists():
+        return
+    total = 0
+    own: Counter[str] = Counter()
+    cum: Counter[str] = Counter()
+    idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        if any("threading.py" in f and "wait" in f for f in frames[-2:]) or frames[-1].startswith("select"):
+            idle += n
+        leaf = next(
+            (name for name, keys in BUCKETS if any(k in f for f in reversed(frames[-6:]) for k in keys)), "other"
+        )
+        own[leaf] += n
+        for f in set(frames):
+            if "civicgrid/" in f:
+                cum[f.split(" (")[0] + " " + f.split("/civicgrid/")[-1].rstrip(")")] += n
+    if not total:
+        return
+    print(f"py-spy: {total} samples of one uvicorn worker (all threads, idle included)")
+    for name, n in own.most_common():
+        print(f"  {name:45s} {100 * n / total:5.1f} %")
+    print("  cumulative, civicgrid functions:")
+    for name, n in cum.most_common(12):
+        print(f"    {name:60s} {100 * n / total:5.1f} %")
+
+
 def profile_in_process(url: str, bodies: list[dict[str, Any]], username: str) -> None:
-    """What one request does, in this thread under cProfile (the server runs sync routes on a
-    thread pool, which cProfile cannot see): token → actor, create_event, the response's
-    detail, commit — the same calls as POST /api/v1/events."""
+    """What one request does, in this thread under cProfile: token → actor, receive_event, the
+    reply built from it, commit — the same calls as POST /api/v1/events. Counts statements."""
     import cProfile
     import pstats
 
@@ -215,6 +475,12 @@ def profile_in_process(url: str, bodies: list[dict[str, Any]], username: str) ->
     from civicgrid.events.models import Channel
 
     db = Database(url)
+    statements: Counter[str] = Counter()
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements[" ".join(statement.split())[:90]] += 1
+
     with db.session() as s:
         user = accounts.get_user_by_username(s, username)
         assert user is not None
@@ -225,43 +491,52 @@ def profile_in_process(url: str, bodies: list[dict[str, Any]], username: str) ->
         with db.session() as s:
             a = accounts.actor_for_api_token(s, raw)
             assert a is not None
-            e = events.create_event(
+            intake = events.receive_event(
                 s, a, channel=Channel.api, category_code=body["category"], lon=body["lon"],
                 lat=body["lat"], description=body["description"],
             )  # fmt: skip
-            api.detail(s, a, e)
+            api.intake_detail(s, a, intake).model_dump_json()
 
     for body in bodies[:50]:
         one(body)  # warm-up
+    statements.clear()
     prof = cProfile.Profile()
     start = time.perf_counter()
+    cpu0 = time.process_time()
     prof.enable()
     for body in bodies[50:]:
         one(body)
     prof.disable()
     took = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     n = len(bodies) - 50
-    print(f"in-process, one thread: {n / took:.0f} events/s ({took / n * 1000:.2f} ms each)")
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+    print(
+        f"in-process, one thread: {n / took:.0f} events/s ({took / n * 1000:.2f} ms each, "
+        f"{cpu / n * 1000:.2f} ms CPU of this process under cProfile); "
+        f"{sum(statements.values()) / n:.1f} SQL statements per event:"
+    )
+    for stmt, count in statements.most_common():
+        print(f"  {count / n:5.2f}  {stmt}")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
     db.dispose()
+
+
+# ---- main ---------------------------------------------------------------------------------
 
 
 def main() -> None:
     load_all()
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pg", required=True, help="PostgreSQL server URL (a database is created there)")
     ap.add_argument("--requests", type=int, default=20_000)
-    ap.add_argument("--seconds", type=float, default=120)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--threads", type=int, default=16)
-    ap.add_argument(
-        "--variants",
-        nargs="+",
-        default=["as-is", "sync-auth"],
-        choices=["as-is", "sync-auth"],
-        help="the app as it is, and with the token lookup moved off the event loop",
-    )
-    ap.add_argument("--prefill", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2])
+    ap.add_argument("--connections", type=int, default=32, help="keep-alive connections (one token each)")
+    ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--prefill", type=int, default=30_000)
+    ap.add_argument("--baseline-src", type=Path, help="also run the server from this source tree")
+    ap.add_argument("--factory", default="", help="another app factory (module:function) to compare")
+    ap.add_argument("--py-spy", type=int, default=0, help="sample one worker this many seconds")
     ap.add_argument("--profile", action="store_true", help="also profile the intake path in-process")
     ap.add_argument("--profile-requests", type=int, default=1000)
     args = ap.parse_args()
@@ -273,59 +548,89 @@ def main() -> None:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = base_url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
     data_dir = Path(tempfile.mkdtemp(prefix="cg-intake-"))
-    results = []
+    results: list[dict[str, Any]] = []
     try:
         t = time.perf_counter()
         world = prepare(url, data_dir, args.prefill)
         print(f"prepared in {time.perf_counter() - t:.1f} s (prefill {args.prefill} events)", flush=True)
-        rng = np.random.default_rng(42)
-        pts = points(world["grids"], args.requests, rng)
-        cats = world["categories"]
-        bodies = []
-        for grid, lon, lat in pts:
-            code, cname, cls = cats[int(rng.integers(len(cats)))]
-            text_ = DESCRIPTIONS.get(cls, DESCRIPTIONS["01"])[int(rng.integers(3))]
-            desc = text_.format(addr=f"网格{grid[-3:]}附近{int(rng.integers(1, 300))}号", name=cname)
-            bodies.append({"category": code, "lon": lon, "lat": lat, "description": desc})
+        runs = len(args.workers) * (1 + bool(args.factory) + bool(args.baseline_src))
+        bodies = make_bodies(world, 400 + args.requests * runs, seed=42)
         password = world["creds"]["grid_workers"]["password"]
-        usernames = [f"gw{g[0]}" for g in world["grids"][: args.threads]]
-        for variant, workers in [(v, w) for v in args.variants for w in args.workers]:
-            port = free_port()
-            server = start_server(url, data_dir, port, workers, variant)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                tokens = [login(base, u, password) for u in usernames]
-                # warm-up: one request alone first (it loads jieba's dictionary and the grid
-                # index, seconds on a busy machine), then a concurrent round
-                run(base, tokens[:1], bodies[:3], 1, 300)
-                run(base, tokens, bodies[:200], args.threads, 30)
-                res = run(base, tokens, bodies, args.threads, args.seconds)
-                res.update(variant=variant, workers=workers, threads=args.threads, load=os.getloadavg()[0])
-                results.append(res)
-                print(json.dumps(res), flush=True)
-            finally:
-                server.send_signal(2)
+        usernames = [f"gw{g[0]}" for g in world["grids"][: args.connections]]
+
+        alone = client_alone(
+            encode_posts(bodies, ["x" * 43], 1), args.connections, args.client_procs, min(args.seconds, 15)
+        )
+        alone.update(setup="client alone (canned 201)", load=os.getloadavg()[0])
+        results.append(alone)
+        print(json.dumps(alone), flush=True)
+
+        setups: list[tuple[str, Path | None, str]] = [("this tree", None, "")]
+        if args.factory:
+            setups.append((args.factory, None, args.factory))
+        if args.baseline_src:
+            setups.append((f"baseline {args.baseline_src}", args.baseline_src, ""))
+        used = 0
+        for label, src, factory in setups:
+            for workers in args.workers:
+                port = free_port()
+                server = start_server(url, data_dir, port, workers, src, factory)
                 try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:  # a hung server (see the as-is results)
-                    server.kill()
-                    server.wait()
+                    base = f"http://127.0.0.1:{port}"
+                    tokens = [login(base, u, password) for u in usernames]
+                    meter = CpuMeter(admin, name, server.pid)
+                    # warm-up: jieba's dictionary, the grid index and the places of the grids
+                    warm = encode_posts(bodies[:400], tokens, port)
+                    run_load(port, warm[:4], 1, 1, 300)
+                    run_load(port, warm[4:], args.connections, args.client_procs, 60)
+                    floor = run_load(port, encode_gets(20_000, port), args.connections, args.client_procs, 10)
+                    floor.update(setup=f"{label}: GET /healthz", workers=workers, load=os.getloadavg()[0])
+                    results.append(floor)
+                    print(json.dumps(floor), flush=True)
+                    # fresh reports for every run, so each sees the same duplicate density
+                    reqs = encode_posts(bodies[400 + used : 400 + used + args.requests], tokens, port)
+                    used += args.requests
+                    spy = None
+                    if args.py_spy:
+                        kids = process_tree(server.pid)[1:] or [server.pid]
+                        spy = py_spy(kids[0], args.py_spy, data_dir / f"spy-{port}.txt")
+                    meter.start()
+                    res = run_load(port, reqs, args.connections, args.client_procs, args.seconds)
+                    server_cpu, pg_cpu = meter.stop()
+                    if res["ok"]:
+                        res["cpu_ms_per_event"] = {
+                            "server": round(server_cpu / res["ok"] * 1000, 2),
+                            "postgres": round(pg_cpu / res["ok"] * 1000, 2),
+                            "client": round(res["client_cpu_s"] / res["ok"] * 1000, 2),
+                        }
+                    res.update(setup=f"{label}: POST /api/v1/events", workers=workers, load=os.getloadavg()[0])
+                    results.append(res)
+                    print(json.dumps(res), flush=True)
+                    if spy is not None:
+                        spy.wait()
+                        summarise_py_spy(data_dir / f"spy-{port}.txt")
+                finally:
+                    stop_server(server)
         if args.profile:
             profile_in_process(url, bodies[: args.profile_requests], usernames[0])
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        shutil.rmtree(data_dir, ignore_errors=True)
     print()
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}")
     print(
-        "| app | uvicorn workers | client threads | requests ok | events/s | median ms | p99 ms | errors "
-        "| load |"
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}; "
+        f"{args.connections} connections from {args.client_procs} client process(es)"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| setup | uvicorn workers | ok | events/s | median ms | p99 ms | CPU ms/event server · PG · client "
+          "| errors | load |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---|---|---:|")
     for r in results:
+        cpu = r.get("cpu_ms_per_event")
+        cpu_s = f"{cpu['server']} · {cpu['postgres']} · {cpu['client']}" if cpu else "-"
         print(
-            f"| {r['variant']} | {r['workers']} | {r['threads']} | {r['ok']} | {r['per_second']} "
-            f"| {r['median_ms']} | {r['p99_ms']} | {r['errors'] or '-'} | {r['load']:.1f} |"
+            f"| {r['setup']} | {r.get('workers', '-')} | {r['ok']} | {r['per_second']} | {r['median_ms']} "
+            f"| {r['p99_ms']} | {cpu_s} | {r['errors'] or '-'} | {r['load']:.1f} |"
         )
 
 

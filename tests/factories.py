@@ -143,6 +143,7 @@ ROLE_HOME = {
     Role.resident: "village1",
     Role.data_steward: "bureau",
     Role.data_consumer: "dept1",
+    Role.mediator: "town1",
 }
 
 

@@ -25,12 +25,14 @@ demo_app = typer.Typer(help="The demo jurisdiction (synthetic below county level
 users_app = typer.Typer(help="Users of the unified user system.", no_args_is_help=True)
 regions_app = typer.Typer(help="The region and grid tree.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+cockpit_app = typer.Typer(help="The cockpit's pre-aggregated statistics.", no_args_is_help=True)
 for sub, name in (
     (db_app, "db"),
     (demo_app, "demo"),
     (users_app, "users"),
     (regions_app, "regions"),
     (audit_app, "audit"),
+    (cockpit_app, "cockpit"),
 ):
     app.add_typer(sub, name=name)
 
@@ -104,6 +106,9 @@ def demo_load(
     if_empty: Annotated[
         bool, typer.Option("--if-empty", help="Do nothing if data is already there.")
     ] = False,
+    events: Annotated[
+        int, typer.Option(help="Demo events to generate over the last 90 days (0: none).", min=0)
+    ] = 3000,
 ) -> None:
     """Load the demo jurisdiction modelled on Taizhou (台州市) and print the demo logins."""
     from civicgrid.core.errors import AppError
@@ -121,7 +126,9 @@ def demo_load(
                 return
             raise _fail("The database already holds a jurisdiction; the demo loads only into an empty one.")
         try:
-            creds_dict = demo.load_demo(session, grids=grids, seed=seed, data_dir=settings.data_dir)
+            creds_dict = demo.load_demo(
+                session, grids=grids, seed=seed, data_dir=settings.data_dir, events=events
+            )
         except AppError as exc:
             raise _fail(exc.translated()) from None
     typer.echo(demo.print_credentials(creds_dict))
@@ -406,6 +413,19 @@ def data_ingest(
             path=f"{dv.path}/rejected",
         )
     )
+
+
+@cockpit_app.command("rebuild")
+def cockpit_rebuild() -> None:
+    """Recompute every event rollup from scratch in one transaction (after a bulk load or a repair)."""
+    from civicgrid.events import rollups
+
+    database = _database()
+    with database.session() as session:
+        result = rollups.rebuild(session)
+    rows = ", ".join(f"{fact} {n}" for fact, n in result["rows"].items())
+    total = sum(result["rows"].values())
+    typer.echo(f"event rollups rebuilt in {result['seconds']:.1f} s: {total} rows ({rows})")
 
 
 if __name__ == "__main__":

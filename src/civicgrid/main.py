@@ -129,8 +129,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     from civicgrid.accounts import api as accounts_api
     from civicgrid.accounts import web as accounts_web
+    from civicgrid.cockpit import api as cockpit_api
+    from civicgrid.cockpit import web as cockpit_web
     from civicgrid.data import access_api, ckan_api, sandbox_api
     from civicgrid.data import api as data_api
+    from civicgrid.disputes import api as disputes_api
+    from civicgrid.disputes import web as disputes_web
     from civicgrid.events import api as events_api
     from civicgrid.events import attachments_api, hotline_web, stats_api
     from civicgrid.events import web as events_web
@@ -146,16 +150,21 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         events_api.router,
         events_api.inbox_router,
         stats_api.router,
+        disputes_api.router,
+        disputes_api.stats_router,
         open311_api.router,
         regions_api.router,
         data_api.router,
         access_api.router,
         sandbox_api.router,
         ckan_api.router,
+        cockpit_api.router,
+        cockpit_web.router,
         accounts_web.router,
         regions_web.router,
         events_web.router,
         hotline_web.router,
+        disputes_web.router,
         shell_web.router,
     ):
         app.include_router(router)

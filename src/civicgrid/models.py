@@ -7,5 +7,8 @@ def load_all() -> None:
     import civicgrid.accounts.models
     import civicgrid.core.audit
     import civicgrid.data.models
+    import civicgrid.disputes.models
     import civicgrid.events.models
-    import civicgrid.regions.models  # noqa: F401
+    import civicgrid.events.rollups
+    import civicgrid.regions.models
+    import civicgrid.risks.models  # noqa: F401

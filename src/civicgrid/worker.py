@@ -29,14 +29,21 @@ class Job:
 
 def jobs() -> list[Job]:
     from civicgrid.accounts import service as accounts
-    from civicgrid.data import metering
+    from civicgrid.data import lifecycle, metering
+    from civicgrid.disputes import service as disputes
     from civicgrid.events import deadlines, hotline
+    from civicgrid.risks import service as risks
 
     return [
         Job("accounts.purge_expired", 300, accounts.purge_expired),
         Job("data.flush_usage", 5, metering.flush_job),
+        Job("data.check_retention", 3600, lifecycle.retention_job),
         Job("events.check_deadlines", 30, deadlines.check_deadlines),
+        Job("disputes.check_follow_ups", 60, disputes.check_follow_ups),
         Job("events.purge_hotline_files", 3600, hotline.purge_files),
+        Job("risks.evaluate_new", 5, risks.evaluate_new),
+        Job("risks.check_deadlines", 60, risks.check_deadlines),
+        Job("risks.full_pass", 600, risks.full_pass),
     ]
 
 

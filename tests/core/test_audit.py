@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from civicgrid.core import audit
 from civicgrid.core.audit import AuditRecord
-from tests.factories import make_tree, make_users
+from tests.factories import ROLE_HOME, make_tree, make_users
 
 
 def _tamper(db, sql: str) -> None:
@@ -29,7 +29,7 @@ def test_every_write_is_audited_with_personal_fields_masked(db) -> None:
         make_users(s, make_tree(s))
     with db.session() as s:
         recs = s.query(AuditRecord).filter(AuditRecord.action == "user.create").all()
-        assert len(recs) == 8
+        assert len(recs) == len(ROLE_HOME)  # one user per role
         diff = json.loads(recs[0].diff)
         assert diff["phone"] == [None, "138****5678"]
         assert diff["display_name"] == [None, "张*"]
@@ -83,4 +83,4 @@ def test_verify_passes_on_untouched_chain_via_api(client, db) -> None:
     res = client.post("/api/v1/audit/verify", headers=admin)
     assert res.json() == {"intact": True, "breaks": []}
     page = client.get("/api/v1/audit", headers=admin, params={"action": "user.create", "size": 3}).json()
-    assert page["total"] == 8 and len(page["items"]) == 3
+    assert page["total"] == len(ROLE_HOME) and len(page["items"]) == 3

@@ -288,3 +288,59 @@ def test_every_metric_key_is_defined_in_the_docs():
     text = METRICS_DOC.read_text(encoding="utf-8")
     anchors = set(re.findall(r'<a id="([a-z_]+)"></a>', text))
     assert set(stats.METRICS) <= anchors, set(stats.METRICS) - anchors
+
+
+def test_flows_and_region_counts(events_set, world):
+    with world.db.session() as s:
+        admin = world.actor(s, "admin")
+        win = stats.window()
+        f = stats.flows(s, admin, win)
+        assert [d["date"] for d in f["days"]][0] == win.first.isoformat()
+        assert len(f["days"]) == (win.last - win.first).days + 1
+        today = f["days"][-1]
+        assert (today["reported"], today["accepted"], today["closed"]) == (7, 5, 3)
+        r = stats.counts_by_region(s, admin, win)
+        assert r["level"] == "county"
+        by = {g["key"]: g for g in r["groups"]}
+        c1, c2 = world.tree.regions["county1"].code, world.tree.regions["county2"].code
+        assert by[c1]["reported"] == 6 and by[c2]["reported"] == 1
+        assert by[c1]["open"] == 2 and by[c2]["open"] == 1  # C handling, F reported; G accepted
+        assert by[c1]["overdue"] == 1 and by[c2]["overdue"] == 0  # C
+        grids = stats.counts_by_region(s, admin, win, parent=world.tree.regions["village1"].code)
+        assert grids["level"] == "grid" and sum(g["reported"] for g in grids["groups"]) == 6
+        town = stats.summary(s, admin, win, region=world.tree.regions["town1"].code)
+        assert town["scope"]["code"] == world.tree.regions["town1"].code
+        assert town["metrics"]["accepted"] == 4
+        dept = stats.summary(s, admin, win, stats.filters(s, org=world.tree.orgs["dept1"].code))
+        assert dept["metrics"]["accepted"] == 1 and dept["filters"]["org"] == world.tree.orgs["dept1"].code
+        with pytest.raises(Invalid):
+            stats.filters(s, org="no-such-org")
+        dispatcher = world.actor(s, "dispatcher")
+        for call in (
+            lambda: stats.summary(s, dispatcher, win, region=world.tree.regions["county2"].code),
+            lambda: stats.flows(s, dispatcher, win, region=world.tree.regions["county2"].code),
+            lambda: stats.counts_by_region(s, dispatcher, win, parent=world.tree.regions["county2"].code),
+        ):
+            with pytest.raises(NotFound):
+                call()
+
+
+def test_api_flows_and_regions(client, events_set, world):
+    admin = login_headers(client, "admin")
+    res = client.get("/api/v1/stats/events/flows", headers=admin)
+    assert res.status_code == 200, res.text
+    assert res.json()["days"][-1]["reported"] == 7
+    res = client.get("/api/v1/stats/events/regions", headers=admin)
+    assert res.status_code == 200 and res.json()["level"] == "county"
+    assert "区域上报数" in res.json()["definitions"]["region_reported"]["label"]
+    dispatcher = login_headers(client, "dispatcher")
+    county2 = world.tree.regions["county2"].code
+    for path, key in (("regions", "parent"), ("flows", "region"), ("summary", "region")):
+        res = client.get(f"/api/v1/stats/events/{path}", headers=dispatcher, params={key: county2})
+        assert res.status_code == 404, (path, res.text)
+    res = client.get("/api/v1/stats/events/summary", headers=admin, params={"org": "nope"})
+    assert res.status_code == 422 and "未知的单位" in res.json()["error"]["message"]
+    res = client.get(
+        "/api/v1/stats/events/regions", headers=admin, params={"parent": world.tree.regions["grid1a"].code}
+    )
+    assert res.status_code == 422

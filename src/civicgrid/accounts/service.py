@@ -404,17 +404,27 @@ def revoke_api_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
 
 
 def actor_for_api_token(session: Session, token: str) -> Actor | None:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    """The actor behind a bearer token, read fresh on every request (so revocation, expiry,
+    deactivation and role changes apply at once) in one query: token, user, the token's
+    membership, its org and the org's region, all left in the identity map for the route."""
+    found = session.execute(
+        select(ApiToken, User, Membership, Org, regions.Region)
+        .join(User, User.id == ApiToken.user_id)
+        .join(Membership, (Membership.id == ApiToken.membership_id) & (Membership.user_id == User.id))
+        .join(Org, Org.id == Membership.org_id)
+        .join(regions.Region, regions.Region.id == Org.region_id)
+        .where(ApiToken.token_hash == token_hash(token))
+    ).one_or_none()
     now = utcnow()
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    if found is None:
         return None
-    user = get_user(session, row.user_id)
-    if not user.active:
+    row, user, membership, _org, _region = found
+    if row.revoked_at is not None or row.expires_at <= now or not user.active:
         return None
     # Touch at most every five minutes so reads do not turn into writes (and row locks) on every call.
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
         row.last_used_at = now
-    return _actor(session, user, _active_membership(user, row.membership_id), "token")
+    return _actor(session, user, membership, "token")
 
 
 def purge_expired(session: Session) -> int:

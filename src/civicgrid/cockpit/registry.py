@@ -13,10 +13,11 @@ from __future__ import annotations
 import enum
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,32 @@ class View(enum.StrEnum):
     analytic = "analytic"  # the light view with filters
 
 
+T = TypeVar("T")
+
+
+class Memo:
+    """Single-flight memo: the first caller of a name computes, concurrent callers wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+
+    def get(self, name: str, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if name in self._values:
+                return self._values[name]  # type: ignore[no-any-return]
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                if name in self._values:
+                    return self._values[name]  # type: ignore[no-any-return]
+            value = compute()
+            with self._lock:
+                self._values[name] = value
+            return value
+
+
 @dataclass(frozen=True)
 class Context:
     """What a panel is asked about: who reads, which region (inside the reader's scope, already
@@ -56,6 +83,14 @@ class Context:
     category: str | None = None  # category code (a big class takes in its sub-classes)
     org: str | None = None  # org code
     now: datetime | None = None
+    # Answers shared by several panels of the same context (one `summary` for the flow figures
+    # and the rates); the cockpit service gives every viewer of a scope the same Memo for an
+    # interval. Not part of the context's identity.
+    memo: Memo | None = field(default=None, compare=False, repr=False)
+
+    def shared(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per memo (i.e. once per interval and scope), else every call."""
+        return self.memo.get(name, compute) if self.memo is not None else compute()
 
     def cache_key(self) -> tuple[Any, ...]:
         """Everything the answer depends on apart from time; the reader's region scope is part

@@ -1,20 +1,27 @@
 """The append-only, hash-chained audit log that every write goes through.
 
-Each record carries the hash of the one before it, so a changed, inserted or deleted row
-breaks the chain and `civicgrid audit verify` names where. Personal fields are masked
-before they are stored.
+Each record carries the hash of the one before it in its chain, so a changed, inserted or
+deleted row breaks the chain and `civicgrid audit verify` names where. Personal fields are
+masked before they are stored.
+
+On PostgreSQL the log is CHAINS parallel chains rather than one: an appender holds its
+chain's lock until it commits (the link must be to a committed predecessor), and with a
+single chain every writing transaction in the installation queued behind that lock.
+A transaction takes a free chain (try-lock) and keeps it for all its records. SQLite
+serialises writers anyway and uses chain 0 only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Select, String, Text, select, text
+from sqlalchemy import ForeignKey, Index, Integer, Select, String, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
@@ -22,12 +29,18 @@ from civicgrid.core.db import Base, utcnow
 from civicgrid.core.masking import mask_record
 
 GENESIS = "0" * 64
+CHAINS = 16  # PostgreSQL: how many writers can append at once
+LOCK_KEY = 727274  # advisory lock space (key, chain) of the chains' heads
 
 
 class AuditRecord(Base):
     __tablename__ = "audit_record"
+    __table_args__ = (Index("ix_audit_record_chain_id", "chain", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Which chain the record links into; not part of the digest (moving a record to another
+    # chain breaks the links of both).
+    chain: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
     actor: Mapped[str] = mapped_column(String(64))
@@ -78,14 +91,19 @@ def record(
 ) -> AuditRecord:
     """Append one record in the caller's transaction (it commits or rolls back with the write)."""
     session.flush()  # take the write lock (SQLite) before reading the chain's head
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise appenders so two transactions never link to the same predecessor.
-        session.execute(text("SELECT pg_advisory_xact_lock(727274)"))
-    prev = session.scalar(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)) or GENESIS
+    chain = _lock_chain(session) if session.get_bind().dialect.name == "postgresql" else 0
+    # A statement of its own, after the lock: its snapshot sees the last committed holder's record.
+    prev = (
+        session.scalar(
+            select(AuditRecord.hash).where(AuditRecord.chain == chain).order_by(AuditRecord.id.desc()).limit(1)
+        )
+        or GENESIS
+    )
     changes: dict[str, Any] = diff(before, after)
     if extra:
         changes["_"] = mask_record(extra)
     rec = AuditRecord(
+        chain=chain,
         at=utcnow(),
         actor_user_id=actor.user_id or None,
         actor=actor.username,
@@ -102,6 +120,36 @@ def record(
     return rec
 
 
+_CHAIN = "civicgrid.audit.chain"
+
+
+def _lock_chain(session: Session) -> int:
+    """Lock a chain for this transaction (held until commit, so appenders to one chain never
+    link to the same predecessor) and return it. The transaction's first record takes the
+    first free chain from a random start; later records re-lock the same chain (re-entrant,
+    and it survives a rolled-back savepoint that released it)."""
+    conn = session.connection()
+    txn = conn.get_transaction()
+    held = session.info.get(_CHAIN)
+    if held is not None and held[0] is txn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k, :c)"), {"k": LOCK_KEY, "c": held[1]})
+        return int(held[1])
+    start = random.randrange(CHAINS)
+    # One round trip: the scan stops at the first chain whose try-lock succeeds.
+    chain = conn.execute(
+        text(
+            "SELECT c FROM (SELECT (:s + i) % :n AS c FROM generate_series(0, :n - 1) AS i) AS t "
+            "WHERE pg_try_advisory_xact_lock(:k, c) LIMIT 1"
+        ),
+        {"s": start, "n": CHAINS, "k": LOCK_KEY},
+    ).scalar()
+    if chain is None:  # every chain busy: queue for one
+        chain = start
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k, :c)"), {"k": LOCK_KEY, "c": chain})
+    session.info[_CHAIN] = (txn, int(chain))
+    return int(chain)
+
+
 @dataclass
 class ChainBreak:
     record_id: int
@@ -109,15 +157,17 @@ class ChainBreak:
 
 
 def verify(session: Session, batch: int = 5000) -> list[ChainBreak]:
-    """Walk the chain in order; every record whose content or link does not match is returned."""
+    """Walk every chain in order; every record whose content or link does not match is returned.
+    Within a chain, ids grow in commit order (the chain's lock is held from the head read
+    to the commit), so each record must link to the one before it in its chain."""
     breaks: list[ChainBreak] = []
-    prev = GENESIS
+    heads: dict[int, str] = {}
     for rec in _iterate(session, batch):
-        if rec.prev_hash != prev:
+        if rec.prev_hash != heads.get(rec.chain, GENESIS):
             breaks.append(ChainBreak(rec.id, "link"))
         if _digest(rec) != rec.hash:
             breaks.append(ChainBreak(rec.id, "content"))
-        prev = rec.hash
+        heads[rec.chain] = rec.hash
     return breaks
 
 

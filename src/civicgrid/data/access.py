@@ -21,7 +21,7 @@ from civicgrid.core import audit
 from civicgrid.core.auth import Actor
 from civicgrid.core.calendar import default_calendar
 from civicgrid.core.db import utcnow
-from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied, TooManyRequests
+from civicgrid.core.errors import AppError, Conflict, Invalid, NotFound, PermissionDenied, TooManyRequests
 from civicgrid.core.masking import mask_value
 from civicgrid.data import metering
 from civicgrid.data.models import (
@@ -270,20 +270,51 @@ class Policy:
         }
 
 
+def N_(message: str) -> str:
+    """Marks a msgid for extraction; it is translated where it is shown."""
+    return message
+
+
+class DatasetDestroyed(AppError):
+    """410: the dataset's data was destroyed under an approved destruction request. Not a
+    NotFound, so no channel mistakes it for a name it does not know."""
+
+    status = 410
+    code = "dataset_destroyed"
+
+
+DESTROYED_MESSAGE = N_(
+    "The data of dataset {name} was destroyed on {day} (destruction certificate {number}); "
+    "it can no longer be read."
+)
+
+
+def destroyed_error(session: Session, ds: Dataset) -> DatasetDestroyed:
+    """The error every reading channel gives for a destroyed dataset, naming its certificate."""
+    from civicgrid.data import lifecycle
+
+    done = lifecycle.last_done(session, ds.id)
+    day = _local(done.done_at).date().isoformat() if done and done.done_at else "-"
+    number = lifecycle.certificate_number(done) if done else "-"
+    return DatasetDestroyed(DESTROYED_MESSAGE, name=ds.name, day=day, number=number)
+
+
 def get_dataset(session: Session, dataset: Dataset | str | int) -> Dataset:
-    """A live dataset by object, name or id; 404 when there is none (or it was destroyed)."""
+    """A live dataset by object, name or id; 404 when there is none, 410 when it was destroyed."""
     if isinstance(dataset, Dataset):
         ds: Dataset | None = dataset
     elif isinstance(dataset, int):
         ds = session.get(Dataset, dataset)
     else:
         ds = session.scalar(select(Dataset).where(Dataset.name == dataset))
-    if ds is None or ds.state != DatasetState.active:
+    if ds is None:
         raise NotFound(
             "No dataset named {name}.",
             error_code="unknown_dataset",
             name=str(dataset if not isinstance(dataset, Dataset) else dataset.name),
         )
+    if ds.state != DatasetState.active:
+        raise destroyed_error(session, ds)
     return ds
 
 
@@ -580,7 +611,25 @@ def apply(
             reason="",
             auto=True,
         )
+    else:
+        notify_org(
+            session,
+            f"data.application:{app.id}:new",
+            org_id=ds.owner_org_id,
+            message=N_("New data application {id}: {org} asks for dataset {name}."),
+            id=app.id,
+            org=actor.org_name,
+            name=ds.name,
+        )
     return app
+
+
+def notify_org(session: Session, key: str, *, org_id: int, message: str, **params: Any) -> None:
+    """A notice in an organisation's in-app inbox (the one the events workflow keeps: GET
+    /api/v1/inbox), once per key; `message` is an English msgid translated when shown."""
+    from civicgrid.events import service as events
+
+    events.notify(session, key, message=message, org_id=org_id, kind="data", **params)
 
 
 def get_application(session: Session, application_id: int) -> Application:
@@ -739,6 +788,15 @@ def _approve(
     app.decided_by = "system" if auto else actor.username
     app.decision_reason = reason
     session.flush()
+    if not auto:
+        notify_org(
+            session,
+            f"data.application:{app.id}:approved",
+            org_id=app.consumer_org_id,
+            message=N_("Your application {id} for dataset {name} was approved."),
+            id=app.id,
+            name=ds.name,
+        )
     audit.record(
         session,
         actor,
@@ -771,6 +829,15 @@ def refuse(session: Session, actor: Actor, application_id: int, *, reason: str) 
     app.state = ApplicationState.refused
     app.decided_by = actor.username
     app.decision_reason = reason
+    notify_org(
+        session,
+        f"data.application:{app.id}:refused",
+        org_id=app.consumer_org_id,
+        message=N_("Your application {id} for dataset {name} was refused: {reason}"),
+        id=app.id,
+        name=_ds.name,
+        reason=reason,
+    )
     audit.record(
         session,
         actor,
@@ -897,10 +964,12 @@ def record_read(
     key: ApiKey | None = None,
     policy: Policy | None = None,
 ) -> None:
-    """Every read (API, CKAN, sandbox): one hash-chained audit record in the caller's
-    transaction — who, which key, which dataset, the query, rows returned — and one count
-    in the meter (per key, dataset, day and channel)."""
-    if channel not in metering.CHANNELS:
+    """Every read (API, CKAN, sandbox, a page's sample): one hash-chained audit record in the
+    caller's transaction — who, which key, which dataset, the query, rows returned — and, for
+    the supply channels, one count in the meter (per key, dataset, day and channel). The
+    sample a dataset page shows (channel "web") is audited but not metered: it is not supply
+    under a key and has no quota."""
+    if channel not in (*metering.CHANNELS, WEB_CHANNEL):
         raise ValueError(channel)
     extra: dict[str, Any] = {
         "channel": channel,
@@ -913,13 +982,16 @@ def record_read(
     if policy is not None:
         extra["grant"] = policy.grant_id
     audit.record(session, actor, "data.read", "dataset", dataset.name, extra=extra)
-    metering.meter_for(session.get_bind()).count(key.id if key else None, dataset.id, channel, rows)
+    if channel != WEB_CHANNEL:
+        metering.meter_for(session.get_bind()).count(key.id if key else None, dataset.id, channel, rows)
 
 
 # ---- rows through the API (and CKAN's datastore_search) ---------------------------------------
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
+WEB_CHANNEL = "web"  # the masked sample on a dataset page
+SAMPLE_ROWS = 10
 _ENGINE_OPS = {
     "eq": "=",
     "ne": "!=",
@@ -1013,15 +1085,19 @@ def read_rows(
     offset: int = 0,
     include_total: bool = True,
     channel: str = "api",
+    org_id: int | None = None,
 ) -> RowsPage:
-    """The one row read under a policy: 404 unknown dataset, 422 unknown field or bad filter,
-    403 no grant / field not granted / masked field in a filter or sort / sandbox-only grant,
-    429 with Retry-After for the key's rate limit or its daily row quota. The grant's row filter
-    is AND-ed in, masks are applied in the engine; the read is metered and audited."""
+    """The one row read under a policy: 404 unknown dataset, 410 destroyed, 422 unknown field or
+    bad filter, 403 no grant / field not granted / masked field in a filter or sort /
+    sandbox-only grant, 429 with Retry-After for the key's rate limit or its daily row quota.
+    The grant's row filter is AND-ed in, masks are applied in the engine; the read is metered
+    and audited. Without a key the policy is `org_id`'s (a signed-in page reader's org), or
+    the anonymous one (open data only)."""
     from civicgrid.data import engine as eng
 
     ds = get_dataset(session, dataset)
-    policy = policy_for(session, key.org_id if key else 0, ds)
+    reader_org = key.org_id if key is not None else (org_id or 0)
+    policy = policy_for(session, reader_org, ds)
     if not policy.allows_rows:
         raise PermissionDenied(
             "Your grant for dataset {name} is for the sandbox only: query aggregates there.",

@@ -24,15 +24,19 @@ from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
 from civicgrid.core.config import get_settings
 from civicgrid.core.deps import SessionDep, requires
-from civicgrid.core.errors import PermissionDenied
+from civicgrid.core.errors import Invalid, PermissionDenied
 from civicgrid.core.pagination import Page, PageDep, paginate
-from civicgrid.data import ingest, service
-from civicgrid.data.models import Dataset, DataVersion, ShareClass, Theme
+from civicgrid.data import ingest, lifecycle, service
+from civicgrid.data.models import Dataset, DataVersion, DestructionState, ShareClass, Theme
 from civicgrid.data.schemas import (
     DatasetIn,
     DatasetOut,
     DatasetPatch,
     DataVersionOut,
+    DecisionIn,
+    DestructionIn,
+    DestructionOut,
+    DueOut,
     FieldOut,
     MetadataVersionOut,
     RejectedPage,
@@ -233,3 +237,95 @@ def _run_quietly(run: Callable[[], object]) -> None:
     """A background load: its outcome is in its DataVersion row, so errors end here."""
     with contextlib.suppress(Exception):
         run()
+
+
+# ---- lifecycle: retention and destruction ---------------------------------------------------------
+
+Approver = Annotated[Actor, requires(P.data_read)]  # the service checks approver rights per dataset
+
+
+@router.get("/retention/due", response_model=list[DueOut])
+def retention_due(session: SessionDep, actor: Reader) -> list[DueOut]:
+    """Data past its retention among the datasets you look after (owner stewards, the bureau)."""
+    out = []
+    for item in lifecycle.expired(session, actor):
+        pending = lifecycle.open_request(session, item.dataset.id)
+        out.append(
+            DueOut(
+                dataset=item.dataset.name,
+                title=item.dataset.title,
+                retention_days=item.dataset.retention_days or 0,
+                scope=item.scope,  # type: ignore[arg-type]
+                versions=item.numbers,
+                since=item.since,
+                open_request=pending.id if pending else None,
+            )
+        )
+    return out
+
+
+def _destruction_state(value: str) -> DestructionState | None:
+    if value in ("", "all"):
+        return None
+    try:
+        return DestructionState(value)
+    except ValueError:
+        raise Invalid("Unknown state {state}.", state=value) from None
+
+
+@router.get("/destructions", response_model=Page[DestructionOut])
+def list_destructions(
+    session: SessionDep,
+    actor: Reader,
+    page: PageDep,
+    state: Annotated[str, Query(max_length=16)] = "all",
+) -> Page[DestructionOut]:
+    """Destruction requests about the datasets you look after, newest first."""
+    rows, total = paginate(session, lifecycle.destructions_stmt(actor, _destruction_state(state)), page)
+    return Page(
+        items=[DestructionOut(**lifecycle.destruction_dict(session, d)) for d in rows],
+        total=total,
+        page=page.page,
+        size=page.size,
+    )
+
+
+@router.post("/destructions", response_model=DestructionOut, status_code=status.HTTP_201_CREATED)
+def request_destruction(session: SessionDep, actor: Steward, body: DestructionIn) -> DestructionOut:
+    """Ask for the destruction of a dataset (no versions) or of some of its earlier versions."""
+    d = lifecycle.request_destruction(
+        session, actor, body.dataset, reason=body.reason, versions=body.versions or None
+    )
+    return DestructionOut(**lifecycle.destruction_dict(session, d))
+
+
+@router.get("/destructions/{destruction_id}", response_model=DestructionOut)
+def get_destruction(session: SessionDep, actor: Reader, destruction_id: int) -> DestructionOut:
+    d, _ds = lifecycle.get_destruction(session, actor, destruction_id)
+    return DestructionOut(**lifecycle.destruction_dict(session, d))
+
+
+@router.post("/destructions/{destruction_id}/approve", response_model=DestructionOut)
+def approve_destruction(
+    session: SessionDep, actor: Approver, destruction_id: int, body: DecisionIn
+) -> DestructionOut:
+    """Approve (not your own request): the files are removed and the certificate recorded."""
+    d = lifecycle.approve_destruction(session, actor, destruction_id, reason=body.reason)
+    return DestructionOut(**lifecycle.destruction_dict(session, d))
+
+
+@router.post("/destructions/{destruction_id}/refuse", response_model=DestructionOut)
+def refuse_destruction(
+    session: SessionDep, actor: Approver, destruction_id: int, body: DecisionIn
+) -> DestructionOut:
+    d = lifecycle.refuse_destruction(session, actor, destruction_id, reason=body.reason)
+    return DestructionOut(**lifecycle.destruction_dict(session, d))
+
+
+@router.get("/destructions/{destruction_id}/certificate")
+def destruction_certificate(session: SessionDep, actor: Reader, destruction_id: int) -> dict[str, object]:
+    """The destruction certificate (销毁证明): what, when, who asked, who approved, and the
+    SHA-256 and size of every removed file; `sha256` is the certificate's own digest, also kept
+    in the hash-chained audit log."""
+    d, _ds = lifecycle.get_destruction(session, actor, destruction_id)
+    return lifecycle.certificate(d)

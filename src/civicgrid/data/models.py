@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from civicgrid.core.db import Base, TimestampMixin, utcnow
@@ -271,19 +271,39 @@ class DestructionState(enum.StrEnum):
     done = "done"
 
 
+#: Destruction states in which a request is still open (at most one per dataset).
+OPEN_DESTRUCTION = "state IN ('requested', 'approved')"
+
+
 class Destruction(Base):
-    """A request to destroy a dataset's data, and once done its certificate (销毁证明)."""
+    """A request to destroy a dataset's data — the whole dataset or some of its versions — and,
+    once carried out, its certificate (销毁证明): what, when, who asked, who approved, and the
+    SHA-256 and size of every removed file."""
 
     __tablename__ = "data_destruction"
+    __table_args__ = (
+        # One open request per dataset: the retention job and two stewards cannot race.
+        Index(
+            "uq_data_destruction_open",
+            "dataset_id",
+            unique=True,
+            sqlite_where=text(OPEN_DESTRUCTION),
+            postgresql_where=text(OPEN_DESTRUCTION),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(16), default="dataset")  # dataset | versions
+    versions: Mapped[str] = mapped_column(Text, default="[]")  # JSON version numbers (scope versions)
+    origin: Mapped[str] = mapped_column(String(16), default="user")  # user | retention (the worker)
     requested_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     state: Mapped[DestructionState] = mapped_column(
         _enum(DestructionState), default=DestructionState.requested
     )
-    approved_by: Mapped[str] = mapped_column(String(64), default="")
+    approved_by: Mapped[str] = mapped_column(String(64), default="")  # who decided (approved or refused)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]

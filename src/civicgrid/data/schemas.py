@@ -207,3 +207,47 @@ class SearchOut(BaseModel):
     size: int
     items: list[SearchHitOut]
     facets: dict[str, list[FacetValueOut]]
+
+
+# ---- lifecycle: retention, destruction requests, certificates (api) -----------------------------
+
+
+class DestructionIn(BaseModel):
+    dataset: str = Field(max_length=100)
+    reason: str = Field(max_length=2000)
+    versions: list[int] = Field(
+        default_factory=list, max_length=1000, description="Earlier versions only; empty: the whole dataset."
+    )
+
+
+class DecisionIn(BaseModel):
+    reason: str = Field(default="", max_length=2000, description="Required to refuse; a note when approving.")
+
+
+class DestructionOut(BaseModel):
+    id: int
+    dataset: str
+    dataset_title: str
+    scope: Literal["dataset", "versions"]
+    versions: list[int]
+    origin: str
+    reason: str
+    state: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str
+    decision_reason: str
+    decided_at: datetime | None
+    done_at: datetime | None
+    certificate_number: str | None
+    files: int | None
+
+
+class DueOut(BaseModel):
+    dataset: str
+    title: str
+    retention_days: int
+    scope: Literal["dataset", "versions"]
+    versions: list[int]
+    since: datetime
+    open_request: int | None

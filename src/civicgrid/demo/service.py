@@ -349,14 +349,21 @@ _COMMITTEES = {
 }
 
 
+DEMO_EVENT_DAYS = 90  # demo events are spread over the last 90 days
+
+
 def has_data(session: Session) -> bool:
     """True when the database already holds a region tree (the demo loads only into an empty one)."""
     return session.scalar(select(Region.id).limit(1)) is not None
 
 
-def load_demo(session: Session, *, grids: int = 600, seed: int = 2021, data_dir: Path) -> dict[str, Any]:
+def load_demo(
+    session: Session, *, grids: int = 600, seed: int = 2021, data_dir: Path, events: int = 0
+) -> dict[str, Any]:
     """Load the demo jurisdiction, its orgs and demo users into an empty database, in the
-    caller's transaction; write the logins to `<data_dir>/demo-credentials.json` and return them."""
+    caller's transaction; write the logins to `<data_dir>/demo-credentials.json` and return them.
+    The event catalogue is seeded; `events` > 0 also generates that many events over the last
+    90 days (deterministic for the seed), so the cockpit has something to show."""
     if has_data(session):
         raise Conflict("The database already holds a jurisdiction; the demo loads only into an empty one.")
     _check_grids(grids)
@@ -371,6 +378,12 @@ def load_demo(session: Session, *, grids: int = 600, seed: int = 2021, data_dir:
     users = _create_named_users(session, city)
     rng = np.random.default_rng([seed, 4])
     workers = _create_grid_workers(session, [n for n in nodes if n.level == RegionLevel.grid], rng)
+    from civicgrid.demo.events import generate_events  # it imports this module
+    from civicgrid.events.service import seed_catalogue
+
+    seed_catalogue(session, SYSTEM)
+    if events:
+        generate_events(session, count=events, seed=seed, days=DEMO_EVENT_DAYS)
     creds: dict[str, Any] = {
         "base_url": BASE_URL,
         "jurisdiction": {"code": city.code, "name": city.name, "grids": grids, "seed": seed},
@@ -378,6 +391,9 @@ def load_demo(session: Session, *, grids: int = 600, seed: int = 2021, data_dir:
         "grid_workers": workers,
         "api_keys": {"open311": _create_open311_client(session)},
     }
+    from civicgrid.disputes.demo import load_demo_disputes
+
+    load_demo_disputes(session)  # a handful of mediation cases in 椒江区 (disputes/demo.py)
     audit.record(
         session,
         SYSTEM,
@@ -449,6 +465,8 @@ def _create_named_users(session: Session, city: _Node) -> list[dict[str, Any]]:
         ("resident", Role.resident, f"{jj_village.code}-vc", f"Lives in {jj_place}{jj_village.name}."),
         ("steward", Role.data_steward, "331000-bureau", "Runs the public data platform's catalogue."),
         ("consumer", Role.data_consumer, "331002-market", "Uses data for a county department."),
+        ("mediator", Role.mediator, f"{jj_town.code[:9]}-office",
+         f"Mediates disputes at {jj_place}'s 矛调中心."),
     ]  # fmt: skip
     rng = np.random.default_rng(5)  # demo names do not depend on the geometry seed
     out = []

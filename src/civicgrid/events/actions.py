@@ -25,6 +25,7 @@ from civicgrid.core.auth import Actor
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.i18n import gettext
+from civicgrid.core.workflow import Workflow
 from civicgrid.events import service
 from civicgrid.events.models import STATE_LABELS, Event, EventOrg, Level, State
 from civicgrid.regions import service as regions
@@ -65,8 +66,7 @@ def _illegal(event: Event, action: str) -> Invalid:
 
 
 def _check_state(event: Event, action: str) -> None:
-    if event.state not in ALLOWED_FROM[action]:
-        raise _illegal(event, action)
+    FLOW.check(event.state, action, lambda: _illegal(event, action))
 
 
 def _need(actor: Actor, permission: Permission) -> None:
@@ -596,20 +596,12 @@ PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+FLOW = Workflow(ALLOWED_FROM, PARAMS)  # the shared mechanism (core/workflow.py) over this machine
+
+
 def params_for(action: str, given: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of a step from a request body; a missing one is a clear 422."""
-    if action not in PARAMS:
-        raise NotFound("Unknown step {action}.", action=action)
-    required, optional = PARAMS[action]
-    out = {}
-    for name in required:
-        if given.get(name) is None:
-            raise Invalid("{what} is required.", what=name, field=name)
-        out[name] = given[name]
-    for name in optional:
-        if given.get(name) is not None:
-            out[name] = given[name]
-    return out
+    return FLOW.params_for(action, given)
 
 
 def _may(actor: Actor, event: Event, action: str, session: Session) -> bool:
@@ -644,9 +636,7 @@ def _may(actor: Actor, event: Event, action: str, session: Session) -> bool:
 def available_actions(session: Session, actor: Actor, event: Event) -> list[str]:
     """Steps this reader may take on the event in its current state (for buttons and the API)."""
     out = []
-    for action, states in ALLOWED_FROM.items():
-        if event.state not in states or not _may(actor, event, action, session):
-            continue
+    for action in FLOW.offered(event.state, lambda a: _may(actor, event, a, session)):
         if action == "decide_extension" and event.extension_requested_hours is None:
             continue
         if action == "request_extension" and event.extension_requested_hours is not None:

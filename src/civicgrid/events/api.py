@@ -86,7 +86,7 @@ def update_category(
 def report_event(
     body: EventIn, session: SessionDep, actor: Annotated[Actor, requires(P.events_report)]
 ) -> EventDetail:
-    event = service.create_event(
+    intake = service.receive_event(
         session,
         actor,
         category_code=body.category,
@@ -99,7 +99,25 @@ def report_event(
         reporter_phone=body.reporter_phone,
         channel=Channel.api if actor.via == "token" else Channel.web,
     )
-    return detail(session, actor, event)
+    return intake_detail(session, actor, intake)
+
+
+def intake_detail(session: SessionDep, actor: Actor, intake: service.Intake) -> EventDetail:
+    """`detail` of an event just created, from what its creation already knows: the one
+    timeline entry, the duplicate candidates it found, the grid — no further query."""
+    event = intake.event
+    return EventDetail(
+        **service.describe(
+            session,
+            actor,
+            event,
+            grid_code=intake.grid_code,
+            numbers={d.event.id: d.event.number for d in intake.duplicates},
+        ),
+        timeline=[TimelineOut.model_validate(intake.entry)],
+        actions=actions.available_actions(session, actor, event),
+        duplicates=[d.event.number for d in intake.duplicates],
+    )
 
 
 @router.post("/internal", response_model=EventDetail, status_code=status.HTTP_201_CREATED)
@@ -108,7 +126,9 @@ def report_internal(
 ) -> EventDetail:
     """For risk rules and other systems; repeating a call with the same external_id is harmless."""
     existing = service.find_by_external_id(session, body.channel, body.external_id)
-    event = existing or service.create_event(
+    if existing is not None:
+        return detail(session, actor, existing)
+    intake = service.receive_event(
         session,
         actor,
         category_code=body.category,
@@ -122,7 +142,7 @@ def report_internal(
         channel=body.channel,
         external_id=body.external_id,
     )
-    return detail(session, actor, event)
+    return intake_detail(session, actor, intake)
 
 
 @router.get("", response_model=EventPage)

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from civicgrid.accounts import service as accounts
-from civicgrid.accounts.models import Org, OrgKind
+from civicgrid.accounts.models import Org, OrgKind, User
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core import audit
 from civicgrid.core.auth import Actor
@@ -237,20 +237,28 @@ class Place:
 
 
 def place_of(session: Session, lon: float, lat: float) -> Place:
-    hit = regions.grid_for_point(session, lon, lat)
-    by_level = {str(r.level): r for r in hit.ancestors}
-    return Place(hit.grid, by_level["village"], by_level["township"], by_level["county"])
+    """The grid and its village, township and county (cached references: `id`, `code`,
+    `name`, `level`, `path`), or a 422 outside the jurisdiction."""
+    by_level = {str(r.level): r for r in regions.locate(session, lon, lat)}
+    return Place(by_level["grid"], by_level["village"], by_level["township"], by_level["county"])
 
 
 def owner_for(session: Session, place: Place, start_level: Level) -> Org:
     """The org that dispatches a new event: the village committee for village-level categories,
-    else the township's four-platform office, else the county centre."""
+    else the township's four-platform office, else the county centre. One query for all the
+    candidates (read fresh: a new or closed office takes effect at once)."""
     candidates: list[tuple[int, OrgKind]] = []
     if start_level == Level.village:
         candidates.append((place.village.id, OrgKind.village_committee))
     candidates += [(place.township.id, OrgKind.township_office), (place.county.id, OrgKind.governance_centre)]
+    orgs = session.scalars(
+        select(Org)
+        .where(Org.active.is_(True), or_(*((Org.region_id == r) & (Org.kind == k) for r, k in candidates)))
+        .order_by(Org.id)
+    ).all()
     for region_id, kind in candidates:
-        org = accounts.find_org(session, region_id, kind)
+        # the lowest id when several sit there, as accounts.find_org picks
+        org = next((o for o in orgs if o.region_id == region_id and o.kind == kind), None)
         if org is not None:
             return org
     raise Invalid("No office is set up to receive events in {place}.", place=place.township.name)
@@ -359,6 +367,20 @@ TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
 
 
+@dataclass
+class Intake:
+    """A new event and what its creation already knows, so the reply needs no further query."""
+
+    event: Event
+    entry: TimelineEntry
+    duplicates: list[DuplicateCandidate]
+    grid_code: str
+    # Held so they stay in the session's identity map (it keeps only weak references), where
+    # describe() finds them without a query.
+    category: Category
+    owner: Org
+
+
 def create_event(
     session: Session,
     actor: Actor,
@@ -375,8 +397,46 @@ def create_event(
     external_id: str | None = None,
     reported_at: datetime | None = None,
 ) -> Event:
-    """Every intake channel ends here: locate, number, route to its owner, check duplicates,
-    set the acceptance deadline, write the first timeline entry and the audit record."""
+    """Every intake channel ends here (see `receive_event`); returns the new event."""
+    return receive_event(
+        session,
+        actor,
+        category_code=category_code,
+        lon=lon,
+        lat=lat,
+        description=description,
+        channel=channel,
+        title=title,
+        address=address,
+        reporter_name=reporter_name,
+        reporter_phone=reporter_phone,
+        external_id=external_id,
+        reported_at=reported_at,
+    ).event
+
+
+def receive_event(
+    session: Session,
+    actor: Actor,
+    *,
+    category_code: str,
+    lon: float,
+    lat: float,
+    description: str,
+    channel: Channel,
+    title: str = "",
+    address: str = "",
+    reporter_name: str = "",
+    reporter_phone: str = "",
+    external_id: str | None = None,
+    reported_at: datetime | None = None,
+) -> Intake:
+    """Locate, route to its owner, check duplicates, set the acceptance deadline, number,
+    write the event, its first timeline entry and the audit record.
+
+    The order keeps the locks short: everything that only reads comes first; the number
+    (a row lock on the county's day counter) and the audit chain's lock are taken last and
+    held only for the few inserts before the commit."""
     if not actor.can(P.events_report):
         raise PermissionDenied("Your role does not allow this.")
     category = get_category(session, category_code)
@@ -395,12 +455,22 @@ def create_event(
     at = reported_at or now
     owner = owner_for(session, place, Level(rules["start_level"]))
     cal = calendar_for(session, owner.id)
+    title = (title or description[:40]).strip()
+    dups = duplicate_candidates(
+        session,
+        category_id=category.id,
+        lon=lon,
+        lat=lat,
+        text=f"{title} {description}",
+        at=at,
+        rules=rules,
+    )
     event = Event(
         number=next_number(session, place.county.code[:6], at),
         category_id=category.id,
         platform=category.platform,
         rules=json.dumps(rules, ensure_ascii=False),
-        title=(title or description[:40]).strip(),
+        title=title,
         description=description,
         address=address.strip(),
         lon=lon,
@@ -420,25 +490,14 @@ def create_event(
         owner_org_id=owner.id,
         reported_at=at,
         accept_due_at=cal.add_working_hours(at, rules["accept_hours"]),
+        duplicate_of_id=dups[0].event.id if dups else None,
     )
     session.add(event)
     session.flush()
-    dups = duplicate_candidates(
-        session,
-        category_id=category.id,
-        lon=lon,
-        lat=lat,
-        text=f"{event.title} {description}",
-        at=at,
-        rules=rules,
-        exclude_id=event.id,
-        limit=1,
-    )
     data: dict[str, Any] = {"channel": str(channel)}
     if dups:
-        event.duplicate_of_id = dups[0].event.id
         data["possible_duplicate"] = dups[0].event.number
-    append_timeline(session, event, actor, "report", None, State.reported, data=data)
+    entry = append_timeline(session, event, actor, "report", None, State.reported, data=data)
     audit.record(
         session,
         actor,
@@ -447,7 +506,7 @@ def create_event(
         event.number,
         after={"category": category.code, "channel": str(channel), "grid": place.grid.code},
     )
-    return event
+    return Intake(event, entry, dups, place.grid.code, category, owner)
 
 
 # ---- timeline and notices ---------------------------------------------------------------
@@ -581,20 +640,34 @@ def local_date(at: datetime) -> date:
 # ---- presentation data shared by the API and the pages ----------------------------------
 
 
-def describe(session: Session, actor: Actor, event: Event) -> dict[str, Any]:
+def describe(
+    session: Session,
+    actor: Actor,
+    event: Event,
+    *,
+    grid_code: str | None = None,
+    numbers: dict[int, str] | None = None,
+) -> dict[str, Any]:
     """Display fields of an event for this reader: names resolved, reporter masked unless
-    the reader dispatches it (they must be able to call the reporter back) or reported it."""
+    the reader dispatches it (they must be able to call the reporter back) or reported it.
+    A caller that already knows the grid's code or other events' numbers passes them (the
+    rest are identity-map hits right after intake)."""
     from civicgrid.core.masking import mask_name, mask_phone
 
+    numbers = numbers or {}
     category = session.get(Category, event.category_id)
-    grid = session.get(regions.Region, event.grid_id)
+    if grid_code is None:
+        grid = session.get(regions.Region, event.grid_id)
+        grid_code = grid.code if grid else ""
     owner = session.get(Org, event.owner_org_id)
     lead = session.get(Org, event.lead_org_id) if event.lead_org_id else None
     clear = actor.can(P.events_dispatch) or actor.user_id == event.reporter_user_id
     who = event.reporter_name
     phone = event.reporter_phone
     if event.reporter_user_id and not who:
-        user = accounts.get_user(session, event.reporter_user_id)
+        user = session.execute(
+            select(User.display_name, User.phone).where(User.id == event.reporter_user_id)
+        ).one()
         who, phone = user.display_name, user.phone or ""
     reporter = (
         f"{who} {phone}".strip()
@@ -612,7 +685,7 @@ def describe(session: Session, actor: Actor, event: Event) -> dict[str, Any]:
         "address": event.address,
         "lon": event.lon,
         "lat": event.lat,
-        "grid_code": grid.code if grid else "",
+        "grid_code": grid_code,
         "level": event.level,
         "channel": event.channel,
         "reporter": reporter,
@@ -630,8 +703,9 @@ def describe(session: Session, actor: Actor, event: Event) -> dict[str, Any]:
         "rating": event.rating,
         "rework_count": event.rework_count,
         "handback_count": event.handback_count,
-        "duplicate_of": event_number(session, event.duplicate_of_id),
-        "merged_into": event_number(session, event.merged_into_id),
+        "duplicate_of": numbers.get(event.duplicate_of_id or 0)
+        or event_number(session, event.duplicate_of_id),
+        "merged_into": numbers.get(event.merged_into_id or 0) or event_number(session, event.merged_into_id),
         "version": event.version,
     }
 

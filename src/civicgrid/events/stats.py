@@ -1,20 +1,23 @@
 """Event statistics for the cockpit: 结案率, 按期结案率, handling time, 返工率, 满意率, hand-backs,
-层级化解率, the funnel and today's flow — each number defined in docs/metrics.md under its key.
+层级化解率, the funnel, the daily flow and the map — each number defined in docs/metrics.md.
 
-Every function takes the reader and reads only their region subtree. The database does the
-counting (one aggregate query per answer, GROUP BY in SQL, read through the covering
-`ix_event_stats_*` indexes); Python only turns sums into rates and ids into names.
+Every function takes the reader and reads only their region subtree. Counts come from the
+rollups (events/rollups.py: pre-aggregated per day and month, kept current on every write), so
+a query reads a few thousand counter rows whatever the number of events; what depends on the
+clock (due, overdue, open now) is read live from the open events only. Python turns sums into
+rates and ids into names.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from civicgrid.accounts.models import Org
@@ -25,7 +28,8 @@ from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Invalid, PermissionDenied
 from civicgrid.core.i18n import gettext
 from civicgrid.core.vocab import PLATFORM_LABELS, Platform
-from civicgrid.events.models import Category, Event, Level, State, TimelineEntry
+from civicgrid.events import rollups
+from civicgrid.events.models import Category, Event, State
 from civicgrid.regions import service as regions
 from civicgrid.regions.models import Region, RegionLevel
 
@@ -36,6 +40,8 @@ MAX_BUCKETS = 400
 
 FINISHED = (State.closed, State.rated, State.archived)
 NOT_DONE = (State.dispatched, State.handling)  # handling not finished yet
+OPEN = rollups.OPEN_STATES  # not finished, and not refused or merged away
+R = rollups.Rollup.__table__.c
 
 
 class Dimension(enum.StrEnum):
@@ -81,6 +87,8 @@ METRICS: dict[str, str] = {
     "handbacks": N_("Hand-backs (退回次数)"),
     "handback_events": N_("Events handed back (退回事件数)"),
     "funnel": N_("Events by state (事件漏斗)"),
+    "region_reported": N_("Events reported in the region (区域上报数)"),
+    "open_now": N_("Events open now (当前在办数)"),
 }
 COUNTS = (
     "accepted",
@@ -133,10 +141,20 @@ def window(first: date | None = None, last: date | None = None, *, now: datetime
 
 @dataclass(frozen=True)
 class Scope:
-    """The region the numbers are about and the equality conditions that select its events."""
+    """The region the numbers are about and the equality conditions that select its events
+    (`where`, on the event table) and its rollup rows (`rollup_where`)."""
 
     region: Region | None
     where: tuple[ColumnElement[bool], ...] = field(default_factory=tuple)
+    rollup_where: tuple[ColumnElement[bool], ...] = field(default_factory=tuple)
+
+    @property
+    def fine(self) -> bool:
+        """A village or a grid: only the grid cube knows them."""
+        return self.region is not None and RegionLevel(self.region.level) in (
+            RegionLevel.village,
+            RegionLevel.grid,
+        )
 
 
 def _require(actor: Actor) -> None:
@@ -145,8 +163,8 @@ def _require(actor: Actor) -> None:
 
 
 def scope_of(session: Session, actor: Actor, code: str | None = None) -> Scope:
-    """The reader's region subtree (or the region `code` inside it) as index-friendly equalities
-    on the event's own county/township/village/grid columns."""
+    """The reader's region subtree (or the region `code` inside it, else 404) as index-friendly
+    equalities on the event's own county/township/village/grid columns."""
     _require(actor)
     if code:
         region = regions.get_in_scope(session, actor, code)
@@ -154,25 +172,34 @@ def scope_of(session: Session, actor: Actor, code: str | None = None) -> Scope:
         region = regions.get(session, actor.region_id)
     else:
         return Scope(None)  # the system actor: everything
-    return Scope(region, _conditions(session, region))
+    return Scope(region, *_conditions(session, region))
 
 
-def _conditions(session: Session, region: Region) -> tuple[ColumnElement[bool], ...]:
+def _conditions(
+    session: Session, region: Region
+) -> tuple[tuple[ColumnElement[bool], ...], tuple[ColumnElement[bool], ...]]:
     level = RegionLevel(region.level)
     if level == RegionLevel.county:
-        return (Event.county_id == region.id,)
+        return (Event.county_id == region.id,), (R.county_id == region.id,)
     if level == RegionLevel.township:
-        return (Event.township_id == region.id,)
+        return (Event.township_id == region.id,), (R.township_id == region.id,)
     if level in (RegionLevel.village, RegionLevel.grid):
-        # The township column leads the stats indexes, so name it too.
+        # The township column leads the indexes, so name it too.
         town = next(r for r in regions.ancestors(session, region) if r.level == RegionLevel.township)
-        col = Event.village_id if level == RegionLevel.village else Event.grid_id
-        return (Event.township_id == town.id, col == region.id)
+        if level == RegionLevel.village:
+            return (
+                (Event.township_id == town.id, Event.village_id == region.id),
+                (R.township_id == town.id, R.village_id == region.id),
+            )
+        return (
+            (Event.township_id == town.id, Event.grid_id == region.id),
+            (R.township_id == town.id, R.grid_id == region.id),
+        )
     roots = session.scalar(select(func.count(Region.id)).where(Region.parent_id.is_(None)))
     if region.parent_id is None and roots == 1:
-        return ()  # the whole jurisdiction: no condition at all
+        return (), ()  # the whole jurisdiction: no condition at all
     counties = select(Region.id).where(Region.parent_id == region.id)
-    return (Event.county_id.in_(counties),)
+    return (Event.county_id.in_(counties),), (R.county_id.in_(counties),)
 
 
 @dataclass(frozen=True)
@@ -180,12 +207,29 @@ class Filters:
     platform: Platform | None = None
     category_ids: tuple[int, ...] = ()
     category: str | None = None
+    org: str | None = None  # lead org code
+    org_id: int | None = None
+
+    @property
+    def detailed(self) -> bool:
+        return bool(self.platform or self.category_ids or self.org_id is not None)
 
 
-def filters(session: Session, *, platform: Platform | None = None, category: str | None = None) -> Filters:
-    """Platform and category (a big class takes in all its sub-classes)."""
+def filters(
+    session: Session,
+    *,
+    platform: Platform | None = None,
+    category: str | None = None,
+    org: str | None = None,
+) -> Filters:
+    """Platform, category (a big class takes in all its sub-classes) and lead org (its code)."""
+    org_id = None
+    if org:
+        org_id = session.scalar(select(Org.id).where(Org.code == org))
+        if org_id is None:
+            raise Invalid("Unknown organisation {org}.", org=org, field="org")
     if not category:
-        return Filters(platform=platform)
+        return Filters(platform=platform, org=org or None, org_id=org_id)
     from civicgrid.events import service
 
     c = service.get_category(session, category)
@@ -194,15 +238,71 @@ def filters(session: Session, *, platform: Platform | None = None, category: str
         if c.parent_id is None
         else (c.id,)
     )
-    return Filters(platform=platform, category_ids=ids or (c.id,), category=c.code)
+    return Filters(
+        platform=platform, category_ids=ids or (c.id,), category=c.code, org=org or None, org_id=org_id
+    )
 
 
 def _where(scope: Scope, f: Filters) -> list[ColumnElement[bool]]:
+    """Scope and filters on the event table (the live reads of open events)."""
     out = list(scope.where)
     if f.platform:
         out.append(Event.platform == f.platform)
     if f.category_ids:
         out.append(Event.category_id.in_(f.category_ids))
+    if f.org_id is not None:
+        out.append(Event.lead_org_id == f.org_id)
+    return out
+
+
+def _rollup_where(scope: Scope, f: Filters) -> list[ColumnElement[bool]]:
+    out = list(scope.rollup_where)
+    if f.platform:
+        out.append(R.platform == str(f.platform))
+    if f.category_ids:
+        out.append(R.category_id.in_(f.category_ids))
+    if f.org_id is not None:
+        out.append(R.org_id == f.org_id)
+    return out
+
+
+def _cube(scope: Scope, f: Filters, *, fine: bool = False, detail: bool = False) -> str:
+    """The smallest cube that knows every dimension the question names."""
+    if fine or scope.fine:
+        return "G"
+    if detail or f.detailed:
+        return "T"
+    return "L"
+
+
+def _sums(
+    session: Session,
+    fact: str,
+    cube: str,
+    first: date,
+    last: date,
+    where: Sequence[ColumnElement[bool]],
+    group: Sequence[Any] = (),
+    columns: Sequence[Any] | None = None,
+    *,
+    days_only: bool = False,
+) -> dict[tuple[Any, ...], list[Any]]:
+    """Sums of rollup counters over the local dates first..last, per group: whole months from
+    month rows, the ragged ends from day rows (every day from day rows when `days_only`)."""
+    cols = list(columns) if columns is not None else [func.sum(R[c]) for c in rollups.COUNTERS]
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    spans = [("d", first, last)] if days_only else rollups.ranges(first, last)
+    for grain, lo, hi in spans:
+        stmt = select(*group, *cols).where(
+            R.fact == fact, R.cube == cube, R.grain == grain, R.day >= lo, R.day <= hi, *where
+        )
+        if group:
+            stmt = stmt.group_by(*group)
+        for row in session.execute(stmt):
+            key = tuple(row[: len(group)])
+            acc = out.setdefault(key, [0] * len(cols))
+            for i, v in enumerate(row[len(group) :]):
+                acc[i] += v or 0
     return out
 
 
@@ -213,36 +313,47 @@ def _count_if(cond: ColumnElement[bool], value: Any = 1) -> Any:
     return func.count(case((cond, value)))
 
 
-def _cohort_columns(now: datetime) -> list[Any]:
-    """One pass over the cohort. `closed_on_time` is set exactly when an event is closed
-    (actions.do_close), so "closed" is `closed_on_time IS NOT NULL`: cheaper per row than
-    comparing the state with three names, which matters over a million rows."""
-    closed = Event.closed_on_time
-    return [
-        func.count().label("accepted"),
-        func.count(closed).label("closed"),
-        # the rest of 应结案数: still open, handling deadline passed (a suspended clock is stopped)
-        _count_if(and_(closed.is_(None), Event.handle_due_at < now, Event.state != State.suspended)).label(
-            "due_open"
-        ),
-        _count_if(closed.is_(True)).label("closed_on_time"),
-        _count_if(Event.rework_count > 0, closed).label("reworked"),
-        func.count(Event.rating).label("rated"),
-        _count_if(Event.rating >= 4).label("satisfied"),
-        _count_if(Event.level != Level.county, closed).label("resolved_locally"),
-        func.sum(Event.handling_hours).label("handling_hours_sum"),
-        func.count(Event.handling_hours).label("handling_hours_n"),
-    ]
+def _cohort_counts(sums: Sequence[Any]) -> dict[str, Any]:
+    """Rollup counter sums (rollups.COUNTERS order) as the cohort's counts."""
+    s = dict(zip(rollups.COUNTERS, sums, strict=True))
+    return {
+        "accepted": s["n"],
+        "closed": s["closed"],
+        "closed_on_time": s["closed_on_time"],
+        "reworked": s["reworked"],
+        "rated": s["rated"],
+        "satisfied": s["satisfied"],
+        "resolved_locally": s["resolved_locally"],
+        "handling_hours_sum": s["hours_cs"] / 100,
+        "handling_hours_n": s["hours_n"],
+    }
 
 
-def _cohort_where(win: Window, scope: Scope, f: Filters) -> list[ColumnElement[bool]]:
-    """立案 in the window: accepted, and not merged into another event afterwards."""
-    return [
+def _cohort(
+    session: Session, win: Window, scope: Scope, f: Filters, cube: str, group: Sequence[Any] = (), **kw: Any
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """立案 in the window, less events merged since: counts per group from the rollups."""
+    where = [*_rollup_where(scope, f), R.state != "merged"]
+    sums = _sums(session, "a", cube, win.first, win.last, where, group, **kw)
+    return {k: _cohort_counts(v) for k, v in sums.items()}
+
+
+def _due_open(
+    session: Session, win: Window, scope: Scope, f: Filters, now: datetime, group: Sequence[Any] = ()
+) -> dict[tuple[Any, ...], int]:
+    """The rest of 应结案数, read live from the open events: accepted in the window, handling
+    deadline passed (a suspended clock is stopped). Merged and closed events are not open."""
+    stmt = select(*group, func.count()).where(
+        rollups.open_events(),
         *_where(scope, f),
         Event.accepted_at >= win.start,
         Event.accepted_at < win.end,
-        Event.state != State.merged,
-    ]
+        Event.handle_due_at < now,
+        Event.state != State.suspended,
+    )
+    if group:
+        stmt = stmt.group_by(*group)
+    return {tuple(r[: len(group)]): int(r[-1]) for r in session.execute(stmt)}
 
 
 def _ratio(a: float, b: float, digits: int = 4) -> float | None:
@@ -275,10 +386,6 @@ def rates(counts: dict[str, Any]) -> dict[str, Any]:
 COHORT_KEYS = tuple(rates({}))
 
 
-def _row_dict(row: Any) -> dict[str, Any]:
-    return dict(row._mapping)
-
-
 def _header(scope: Scope, win: Window, f: Filters, now: datetime) -> dict[str, Any]:
     region = scope.region
     return {
@@ -286,26 +393,40 @@ def _header(scope: Scope, win: Window, f: Filters, now: datetime) -> dict[str, A
         "from": win.first.isoformat(),
         "to": win.last.isoformat(),
         "as_of": now.isoformat(),
-        "filters": {"platform": str(f.platform) if f.platform else None, "category": f.category},
+        "filters": {
+            "platform": str(f.platform) if f.platform else None,
+            "category": f.category,
+            "org": f.org,
+        },
     }
 
 
 def summary(
-    session: Session, actor: Actor, win: Window, f: Filters | None = None, *, now: datetime | None = None
+    session: Session,
+    actor: Actor,
+    win: Window,
+    f: Filters | None = None,
+    *,
+    region: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The cohort metrics of the window, today's and this month's flow, and the overdue backlog."""
     f = f or Filters()
     now = now or utcnow()
-    scope = scope_of(session, actor)
-    row = session.execute(select(*_cohort_columns(now)).where(*_cohort_where(win, scope, f))).one()
-    metrics = rates(_row_dict(row))
+    scope = scope_of(session, actor, region)
+    cube = _cube(scope, f)
+    counts = _cohort(session, win, scope, f, cube).get((), {})
+    counts["due_open"] = _due_open(session, win, scope, f, now).get((), 0)
+    metrics = rates(counts)
     overdue = session.scalar(
-        select(func.count()).where(*_where(scope, f), Event.state.in_(NOT_DONE), Event.handle_due_at < now)
+        select(func.count()).where(
+            rollups.open_events(), *_where(scope, f), Event.state.in_(NOT_DONE), Event.handle_due_at < now
+        )
     )
     metrics["overdue_open"] = int(overdue or 0)
     month = window(now=now)
     flow_keys = ("reported_flow", "accepted_flow", "closed_flow", "overdue_flow")
-    today, this_month = _flows(session, scope, f, month, now)
+    today, this_month = _flows(session, scope, f, cube, month, now)
     return {
         **_header(scope, win, f, now),
         "metrics": metrics,
@@ -316,30 +437,43 @@ def summary(
     }
 
 
+FLOW_FACTS = {"reported_flow": "r", "accepted_flow": "a", "closed_flow": "c", "overdue_flow": "l"}
+
+
 def _flows(
-    session: Session, scope: Scope, f: Filters, month: Window, now: datetime
+    session: Session, scope: Scope, f: Filters, cube: str, month: Window, now: datetime
 ) -> tuple[dict[str, int], dict[str, int]]:
     """What happened today and this month: reported, accepted, closed, and deadlines missed.
-    One query per timestamp answers both (today lies inside the month)."""
-    base = _where(scope, f)
+    Day rows of the month, one query per fact; the deadlines still running late are live."""
+    where = _rollup_where(scope, f)
+    today: dict[str, int] = {}
+    this_month: dict[str, int] = {}
+    for key, fact in FLOW_FACTS.items():
+        sums = _sums(
+            session, fact, cube, month.first, month.last, where, [R.day], [func.sum(R.n)], days_only=True
+        )
+        this_month[key] = int(sum(v[0] for v in sums.values()))
+        today[key] = int(sum(v[0] for k, v in sums.items() if _as_date(k[0]) == month.last))
+    # Events overdue and not handled yet (handled late ones are the rollup's `l` rows).
     day_start = window(month.last, month.last).start
+    due = Event.handle_due_at
+    row = session.execute(
+        select(func.count(), _count_if(due >= day_start)).where(
+            rollups.open_events(),
+            *_where(scope, f),
+            Event.state.in_(NOT_DONE),
+            due >= month.start,
+            due < min(month.end, now),
+            or_(Event.handled_at.is_(None), Event.handled_at <= due),
+        )
+    ).one()
+    this_month["overdue_flow"] += int(row[0] or 0)
+    today["overdue_flow"] += int(row[1] or 0)
+    return today, this_month
 
-    def count(col: Any, until: datetime, *cond: ColumnElement[bool]) -> tuple[int, int]:
-        row = session.execute(
-            select(func.count(), _count_if(col >= day_start)).where(
-                *base, col >= month.start, col < until, *cond
-            )
-        ).one()
-        return int(row[1] or 0), int(row[0] or 0)
 
-    late = or_(Event.state.in_(NOT_DONE), Event.handled_at > Event.handle_due_at)
-    pairs = {
-        "reported_flow": count(Event.reported_at, month.end),
-        "accepted_flow": count(Event.accepted_at, month.end),
-        "closed_flow": count(Event.closed_at, month.end),
-        "overdue_flow": count(Event.handle_due_at, min(month.end, now), late),
-    }
-    return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 # ---- breakdowns ----------------------------------------------------------------------------
@@ -349,6 +483,18 @@ CHILD_COLUMN = {
     RegionLevel.county: Event.township_id,
     RegionLevel.township: Event.village_id,
     RegionLevel.village: Event.grid_id,
+}
+CHILD_ROLLUP = {
+    RegionLevel.city: R.county_id,
+    RegionLevel.county: R.township_id,
+    RegionLevel.township: R.village_id,
+    RegionLevel.village: R.grid_id,
+}
+CHILD_LEVEL = {
+    RegionLevel.city: RegionLevel.county,
+    RegionLevel.county: RegionLevel.township,
+    RegionLevel.township: RegionLevel.village,
+    RegionLevel.village: RegionLevel.grid,
 }
 
 
@@ -361,6 +507,17 @@ class _Group:
     def add(self, row: dict[str, Any]) -> None:
         for k in COUNTS:
             self.counts[k] = (self.counts.get(k) or 0) + (row.get(k) or 0)
+
+
+def _children(session: Session, scope: Scope) -> tuple[Region, RegionLevel, dict[Any, _Group]]:
+    region = scope.region or _single_root(session)
+    level = RegionLevel(region.level)
+    if level not in CHILD_COLUMN:
+        raise Invalid("{region} is a grid: it has no smaller regions to compare.", region=region.code)
+    children = session.execute(
+        select(Region.id, Region.code, Region.name).where(Region.parent_id == region.id).order_by(Region.code)
+    ).all()
+    return region, level, {rid: _Group(code, name) for rid, code, name in children}
 
 
 def breakdown(
@@ -381,48 +538,48 @@ def breakdown(
     f = f or Filters()
     now = now or utcnow()
     scope = scope_of(session, actor, parent)
-    where = _cohort_where(win, scope, f)
     groups: dict[Any, _Group]
+    days_only = False
     if dimension == Dimension.region:
-        region = scope.region or _single_root(session)
-        level = RegionLevel(region.level)
-        if level not in CHILD_COLUMN:
-            raise Invalid("{region} is a grid: it has no smaller regions to compare.", region=region.code)
-        key_col: Any = CHILD_COLUMN[level]
-        children = session.execute(
-            select(Region.id, Region.code, Region.name)
-            .where(Region.parent_id == region.id)
-            .order_by(Region.code)
-        ).all()
-        groups = {rid: _Group(code, name) for rid, code, name in children}
+        _, level, groups = _children(session, scope)
+        rollup_col: Any = CHILD_ROLLUP[level]
+        event_col: Any = CHILD_COLUMN[level]
+        cube = _cube(scope, f, fine=level in (RegionLevel.township, RegionLevel.village))
     elif dimension == Dimension.platform:
-        key_col = Event.platform
+        rollup_col, event_col = R.platform, Event.platform
         groups = {str(p): _Group(str(p), gettext(PLATFORM_LABELS[p])) for p in Platform}
+        cube = _cube(scope, f, detail=True)
     elif dimension == Dimension.category:
-        key_col = Event.category_id
+        rollup_col, event_col = R.category_id, Event.category_id
         groups = {}
+        cube = _cube(scope, f, detail=True)
     elif dimension == Dimension.org:
-        key_col = Event.lead_org_id
+        rollup_col, event_col = R.org_id, Event.lead_org_id
         groups = {}
+        cube = _cube(scope, f, detail=True)
     else:
-        key_col = _hour_bucket(session)
-        buckets = _buckets(win, period)
-        groups = {b: _Group(b, b) for b in buckets}
-    stmt: Select[Any] = select(key_col.label("k"), *_cohort_columns(now)).where(*where).group_by(key_col)
-    rows = [_row_dict(r) for r in session.execute(stmt)]
-    for r in rows:
-        r["k"] = r["k"].value if isinstance(r["k"], enum.Enum) else r["k"]
+        rollup_col, event_col = R.day, _hour_bucket(session)
+        groups = {b: _Group(b, b) for b in _buckets(win, period)}
+        cube = _cube(scope, f)
+        days_only = period != Period.month  # weeks cross months: days only
+    rows: dict[Any, dict[str, Any]] = defaultdict(dict)
+    for (k,), counts in _cohort(session, win, scope, f, cube, [rollup_col], days_only=days_only).items():
+        rows[_group_key(dimension, k, period)] = _add(rows[_group_key(dimension, k, period)], counts)
+    for (k,), n in _due_open(session, win, scope, f, now, [event_col]).items():
+        key = _event_key(dimension, k, period)
+        rows[key] = _add(rows[key], {"due_open": n})
     if dimension == Dimension.category:
-        groups, mapping = _category_groups(session, [r["k"] for r in rows], category_level)
-        rows = [{**r, "k": mapping.get(r["k"], r["k"])} for r in rows]
+        groups, mapping = _category_groups(session, list(rows), category_level)
+        folded: dict[Any, dict[str, Any]] = defaultdict(dict)
+        for k, counts in rows.items():
+            folded[mapping.get(k, k)] = _add(folded[mapping.get(k, k)], counts)
+        rows = folded
     elif dimension == Dimension.org:
-        groups = _org_groups(session, [r["k"] for r in rows])
-    elif dimension == Dimension.period:
-        rows = [{**r, "k": _bucket_of(r["k"], period)} for r in rows]
-    for r in rows:
-        if r["k"] not in groups:
-            groups[r["k"]] = _Group(str(r["k"]), str(r["k"]))
-        groups[r["k"]].add(r)
+        groups = _org_groups(session, list(rows))
+    for k, counts in rows.items():
+        if k not in groups:
+            groups[k] = _Group(str(k), str(k))
+        groups[k].add(counts)
     total = _Group("total", gettext("Total"))
     for g in groups.values():
         total.add(g.counts)
@@ -435,6 +592,27 @@ def breakdown(
         "targets": {"local_resolution_rate": LOCAL_RESOLUTION_TARGET},
         "definitions": definitions(COHORT_KEYS),
     }
+
+
+def _add(acc: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    for k, v in counts.items():
+        acc[k] = (acc.get(k) or 0) + (v or 0)
+    return acc
+
+
+def _group_key(dimension: Dimension, k: Any, period: Period) -> Any:
+    """A rollup row's group value as the group key (org 0 is "not dispatched": None)."""
+    if dimension == Dimension.period:
+        return _label(_as_date(k), period)
+    if dimension == Dimension.org:
+        return k or None
+    return k
+
+
+def _event_key(dimension: Dimension, k: Any, period: Period) -> Any:
+    if dimension == Dimension.period:
+        return _bucket_of(k, period)
+    return k.value if isinstance(k, enum.Enum) else k
 
 
 def _single_root(session: Session) -> Region:
@@ -472,12 +650,12 @@ def _org_groups(session: Session, ids: Sequence[Any]) -> dict[Any, _Group]:
     return groups
 
 
-def _hour_bucket(session: Session) -> Any:
-    """The UTC hour of acceptance as a cheap group key; Python folds hours into local periods
+def _hour_bucket(session: Session, col: Any = Event.accepted_at) -> Any:
+    """The UTC hour of a timestamp as a cheap group key; Python folds hours into local periods
     (the zone's offset is whole hours, so every UTC hour lies inside one local day)."""
     if session.get_bind().dialect.name == "sqlite":
-        return func.substr(Event.accepted_at, 1, 13)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
-    return func.date_trunc("hour", func.timezone("UTC", Event.accepted_at))
+        return func.substr(col, 1, 13)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+    return func.date_trunc("hour", func.timezone("UTC", col))
 
 
 def _bucket_of(hour: Any, period: Period) -> str:
@@ -516,40 +694,43 @@ def _buckets(win: Window, period: Period) -> list[str]:
 
 
 def handbacks(
-    session: Session, actor: Actor, win: Window, f: Filters | None = None, *, now: datetime | None = None
+    session: Session,
+    actor: Actor,
+    win: Window,
+    f: Filters | None = None,
+    *,
+    region: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Hand-backs ("not ours") made in the window, per department that handed back: the
-    timeline's `return` entries, whose org is the lead that returned the event."""
+    """Hand-backs ("not ours") made in the window, per department that handed back (the
+    timeline's `return` entries, rolled up). `org` filters the department that handed back.
+    A department's return counts as a distinct event unless it returned the same event
+    earlier in the window (`since`, the day of its previous return, is inside the window)."""
     f = f or Filters()
     now = now or utcnow()
-    scope = scope_of(session, actor)
-    stmt = (
-        select(
-            TimelineEntry.org_id,
-            func.count().label("handbacks"),
-            func.count(func.distinct(TimelineEntry.event_id)).label("handback_events"),
-        )
-        .where(TimelineEntry.action == "return", TimelineEntry.at >= win.start, TimelineEntry.at < win.end)
-        .group_by(TimelineEntry.org_id)
+    scope = scope_of(session, actor, region)
+    cube = "G" if scope.fine else "T"
+    sums = _sums(
+        session,
+        "h",
+        cube,
+        win.first,
+        win.last,
+        _rollup_where(scope, f),
+        [R.org_id],
+        [func.sum(R.n), func.sum(case((R.since < win.first, R.n), else_=0))],
     )
-    where = _where(scope, f)
-    if where and session.get_bind().dialect.name == "postgresql":
-        # a hash semi-join: the scope's event ids from an index alone, then the period's returns
-        stmt = stmt.where(TimelineEntry.event_id.in_(select(Event.id).where(*where)))
-    elif where:
-        # SQLite probes each return's event by primary key (an IN list would probe the timeline
-        # once per event of the scope instead)
-        stmt = stmt.join(Event, Event.id == TimelineEntry.event_id).where(*where)
-    rows = session.execute(stmt).all()
-    orgs = {o.id: o for o in session.scalars(select(Org).where(Org.id.in_([r[0] for r in rows if r[0]])))}
+    ids = [k[0] for k, v in sums.items() if v[0]]
+    orgs = {o.id: o for o in session.scalars(select(Org).where(Org.id.in_([i for i in ids if i])))}
     items = [
         {
-            "org": orgs[r[0]].code if r[0] in orgs else None,
-            "name": orgs[r[0]].name if r[0] in orgs else gettext("Unknown"),
-            "handbacks": int(r[1]),
-            "handback_events": int(r[2]),
+            "org": orgs[k[0]].code if k[0] in orgs else None,
+            "name": orgs[k[0]].name if k[0] in orgs else gettext("Unknown"),
+            "handbacks": int(v[0]),
+            "handback_events": int(v[1]),
         }
-        for r in rows
+        for k, v in sums.items()
+        if v[0]
     ]
     items.sort(key=lambda i: (-int(str(i["handbacks"])), str(i["org"] or "")))
     return {
@@ -584,23 +765,118 @@ STAGES: dict[str, tuple[State, ...]] = {
 
 
 def funnel(
-    session: Session, actor: Actor, win: Window, f: Filters | None = None, *, now: datetime | None = None
+    session: Session,
+    actor: Actor,
+    win: Window,
+    f: Filters | None = None,
+    *,
+    region: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Events reported in the window by their state now, and how far they got."""
     f = f or Filters()
     now = now or utcnow()
-    scope = scope_of(session, actor)
-    stmt = (
-        select(Event.state, func.count())
-        .where(*_where(scope, f), Event.reported_at >= win.start, Event.reported_at < win.end)
-        .group_by(Event.state)
+    scope = scope_of(session, actor, region)
+    sums = _sums(
+        session,
+        "r",
+        _cube(scope, f),
+        win.first,
+        win.last,
+        _rollup_where(scope, f),
+        [R.state],
+        [func.sum(R.n)],
     )
     by_state = {str(s): 0 for s in State}
-    for state, n in session.execute(stmt):
-        by_state[str(state.value if isinstance(state, enum.Enum) else state)] = int(n)
+    for (state,), (n,) in sums.items():
+        by_state[str(state)] += int(n)
     return {
         **_header(scope, win, f, now),
         "by_state": by_state,
         "stages": {name: sum(by_state[str(s)] for s in states) for name, states in STAGES.items()},
         "definitions": definitions(["funnel"]),
+    }
+
+
+# ---- daily flow and the map ----------------------------------------------------------------
+
+
+def flows(
+    session: Session,
+    actor: Actor,
+    win: Window,
+    f: Filters | None = None,
+    *,
+    region: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Per local day of the window: events reported, accepted and closed that day (the 30-day
+    trend of intake and closing). Every day is listed, also those with nothing."""
+    f = f or Filters()
+    now = now or utcnow()
+    scope = scope_of(session, actor, region)
+    cube = _cube(scope, f)
+    where = _rollup_where(scope, f)
+    days = {d: {"date": d, "reported": 0, "accepted": 0, "closed": 0} for d in _buckets(win, Period.day)}
+    for key, fact in (("reported", "r"), ("accepted", "a"), ("closed", "c")):
+        sums = _sums(
+            session, fact, cube, win.first, win.last, where, [R.day], [func.sum(R.n)], days_only=True
+        )
+        for (day,), (n,) in sums.items():
+            days[_as_date(day).isoformat()][key] += int(n)
+    return {
+        **_header(scope, win, f, now),
+        "days": list(days.values()),
+        "definitions": definitions(["reported_flow", "accepted_flow", "closed_flow"]),
+    }
+
+
+def counts_by_region(
+    session: Session,
+    actor: Actor,
+    win: Window,
+    f: Filters | None = None,
+    *,
+    parent: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Per child region of `parent` (default: the reader's region), down to grids: events
+    reported in the window, and events open and overdue now (the cockpit's choropleth)."""
+    f = f or Filters()
+    now = now or utcnow()
+    scope = scope_of(session, actor, parent)
+    _, level, children = _children(session, scope)
+    groups = {
+        rid: {"key": g.key, "name": g.name, "reported": 0, "open": 0, "overdue": 0}
+        for rid, g in children.items()
+    }
+    cube = _cube(scope, f, fine=level in (RegionLevel.township, RegionLevel.village))
+    reported = _sums(
+        session,
+        "r",
+        cube,
+        win.first,
+        win.last,
+        _rollup_where(scope, f),
+        [CHILD_ROLLUP[level]],
+        [func.sum(R.n)],
+    )
+    for (rid,), (n,) in reported.items():
+        if rid in groups:
+            groups[rid]["reported"] += int(n)
+    col = CHILD_COLUMN[level]
+    stmt = (
+        select(col, func.count(), _count_if(and_(Event.state.in_(NOT_DONE), Event.handle_due_at < now)))
+        .where(rollups.open_events(), *_where(scope, f))
+        .group_by(col)
+    )
+    for rid, n_open, n_overdue in session.execute(stmt):
+        if rid in groups:
+            groups[rid]["open"] = int(n_open)
+            groups[rid]["overdue"] = int(n_overdue or 0)
+    return {
+        **_header(scope, win, f, now),
+        "level": str(CHILD_LEVEL[level]),
+        "groups": list(groups.values()),
+        "definitions": definitions(["region_reported", "open_now", "overdue_open"]),
     }

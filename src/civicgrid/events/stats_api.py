@@ -21,6 +21,10 @@ From = Annotated[
 ]
 To = Annotated[date | None, Query(alias="to", description="Last local date, included (default: today).")]
 CategoryCode = Annotated[str | None, Query(max_length=16, description="Sub-class or big-class code.")]
+OrgCode = Annotated[str | None, Query(max_length=64, description="Code of the lead organisation.")]
+RegionCode = Annotated[
+    str | None, Query(max_length=24, description="A region code inside the reader's scope (default: theirs).")
+]
 
 
 def window_of(first: From = None, last: To = None) -> stats.Window:
@@ -28,9 +32,9 @@ def window_of(first: From = None, last: To = None) -> stats.Window:
 
 
 def filters_of(
-    session: SessionDep, platform: Platform | None = None, category: CategoryCode = None
+    session: SessionDep, platform: Platform | None = None, category: CategoryCode = None, org: OrgCode = None
 ) -> stats.Filters:
-    return stats.filters(session, platform=platform, category=category)
+    return stats.filters(session, platform=platform, category=category, org=org)
 
 
 # The period and the filters every statistics route takes from the query string.
@@ -44,10 +48,11 @@ def summary(
     actor: Reader,
     win: Win,
     filt: Filt,
+    region: RegionCode = None,
 ) -> dict[str, Any]:
     """结案率, 按期结案率, handling time, 返工率, 满意率, 层级化解率 of the events accepted in the
     period; today's and this month's flow; events overdue now."""
-    return stats.summary(session, actor, win, filt)
+    return stats.summary(session, actor, win, filt, region=region)
 
 
 @router.get("/by")
@@ -82,9 +87,10 @@ def handbacks(
     actor: Reader,
     win: Win,
     filt: Filt,
+    region: RegionCode = None,
 ) -> dict[str, Any]:
     """Hand-backs per department in the period, most first."""
-    return stats.handbacks(session, actor, win, filt)
+    return stats.handbacks(session, actor, win, filt, region=region)
 
 
 @router.get("/funnel")
@@ -93,6 +99,33 @@ def funnel(
     actor: Reader,
     win: Win,
     filt: Filt,
+    region: RegionCode = None,
 ) -> dict[str, Any]:
     """Events reported in the period by state, and the stages they reached."""
-    return stats.funnel(session, actor, win, filt)
+    return stats.funnel(session, actor, win, filt, region=region)
+
+
+@router.get("/flows")
+def flows(
+    session: SessionDep,
+    actor: Reader,
+    win: Win,
+    filt: Filt,
+    region: RegionCode = None,
+) -> dict[str, Any]:
+    """Per local day of the period: events reported, accepted and closed."""
+    return stats.flows(session, actor, win, filt, region=region)
+
+
+@router.get("/regions")
+def regions(
+    session: SessionDep,
+    actor: Reader,
+    win: Win,
+    filt: Filt,
+    parent: Annotated[
+        str | None, Query(max_length=24, description="Region code whose children to count.")
+    ] = None,
+) -> dict[str, Any]:
+    """Per child region of `parent`: events reported in the period, open now and overdue now."""
+    return stats.counts_by_region(session, actor, win, filt, parent=parent)

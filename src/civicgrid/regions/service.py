@@ -783,12 +783,27 @@ MAX_INDEXES = 8
 _CHANGED = "civicgrid.regions.changed"
 
 
+@dataclass(frozen=True)
+class RegionRef:
+    """What intake needs of a region, cached per grid with the index. Id, code, level and path
+    never change once a region exists (an import may rename it, so the name — used only in
+    messages — can lag in other processes until their index is rebuilt)."""
+
+    id: int
+    code: str
+    name: str
+    level: RegionLevel
+    path: str
+
+
 @dataclass
 class _CachedIndex:
     index: GridIndex
     version: int
     fingerprint: tuple[Any, ...]
     checked: float
+    # grid id → the grid's chain city … grid, filled on first use; dropped with the index
+    places: dict[int, tuple[RegionRef, ...]] = field(default_factory=dict)
 
 
 _indexes: dict[str, _CachedIndex] = {}
@@ -882,6 +897,29 @@ def grid_for_point(session: Session, lon: float, lat: float) -> GridHit:
     if grid is None:
         raise _outside(lon, lat)
     return GridHit(grid, ancestors(session, grid))
+
+
+def locate(session: Session, lon: float, lat: float) -> tuple[RegionRef, ...]:
+    """`grid_for_point` for intake: the grid's chain, city first and grid last, as cached
+    references — no query once a grid has been seen (regions change only by import, which
+    drops the cache in this process at once and in others within FINGERPRINT_SECONDS)."""
+    if not (np.isfinite(lon) and np.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        raise _outside(lon, lat)
+    index = grid_index(session)
+    cached = _indexes.get(_db_key(session))
+    pos = index.position(lon, lat)
+    if pos == NOT_FOUND:
+        raise _outside(lon, lat)
+    grid_id = int(index.ids[pos])
+    places = cached.places if cached is not None and cached.index is index else {}
+    chain = places.get(grid_id)
+    if chain is None:
+        grid = session.get(Region, grid_id)
+        if grid is None:
+            raise _outside(lon, lat)
+        chain = tuple(RegionRef(r.id, r.code, r.name, r.level, r.path) for r in [*ancestors(session, grid), grid])
+        places[grid_id] = chain
+    return chain
 
 
 def grids_for_points(session: Session, lons: ArrayLike, lats: ArrayLike) -> NDArray[np.int64]:

@@ -1,0 +1,683 @@
+"""Rule evaluation over events (and disputes): what each rule finds, for the worker's
+incremental run, its periodic full pass and the editor's dry run — one implementation for all
+three, so they cannot disagree.
+
+A rule is judged at *anchors*: every matching event is the end of a window. The window ending at
+anchor `a` holds the matching events of the same region (threshold, trend), within R metres
+(cluster) or of the same address or party (repeat) whose time lies in (a.t − window, a.t]. An
+anchor whose window reaches the rule's lowest level is a hit; a rule's findings are, per region,
+the union of its hits' windows (the evidence) at the highest level any of them reached.
+Anchors older than one window before `now` raise nothing (their window has passed).
+
+The full pass computes the hits of every anchor in one vectorised pass over the events of the
+horizon; the incremental run computes, for each new event, only the anchors whose windows can
+contain it (the same function on a small candidate set). Adding an event only ever adds hits
+and evidence (threshold, cluster, repeat), so processing events one by one and a full pass end
+with the same warnings; a trend's growth can fall when an older event arrives late, which the
+incremental run cannot take back (see docs/decisions-risks.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from civicgrid.events.models import Event, State
+from civicgrid.regions.models import Region, RegionLevel
+from civicgrid.risks.models import LEVEL_RANK, RuleKind, WarningLevel
+from civicgrid.risks.rules import Spec
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+BOOL = NDArray[np.bool_]
+
+EVENT, DISPUTE = 0, 1
+SOURCE_NAMES = {EVENT: "event", DISPUTE: "dispute"}
+EXCLUDED_STATES = (State.merged, State.rejected)  # duplicates and non-matters are not risk signals
+EARTH_RADIUS_M = 6_371_000.0
+SHIFT = np.int64(1 << 34)  # group rank × SHIFT + unix seconds: one sortable key
+RANK_LEVEL = {v: k for k, v in LEVEL_RANK.items()}
+REGION_COLUMNS = ("grid", "village", "township", "county")
+
+
+# ---- the events, as arrays -------------------------------------------------------------------
+
+
+@dataclass
+class Events:
+    """One row per event (or per dispute and subject): the columns the rules read."""
+
+    src: I64
+    id: I64
+    t: I64  # unix seconds (floor)
+    category: I64  # -1 for disputes
+    grid: I64
+    village: I64
+    township: I64
+    county: I64
+    lon: F64
+    lat: F64
+    subject: I64 = field(default_factory=lambda: np.zeros(0, np.int64))  # dense key (repeat); -1: none
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def column(self, level: RegionLevel | str) -> I64:
+        arr: I64 = getattr(self, str(level))
+        return arr
+
+    def take(self, mask: BOOL | I64) -> Events:
+        return Events(
+            *(getattr(self, name)[mask] for name in _ARRAYS[:-1]),
+            subject=self.subject[mask] if len(self.subject) else self.subject,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Events]) -> Events:
+        if not parts:
+            return empty_events()
+        with_subject = all(len(p.subject) == len(p) for p in parts)
+        return Events(
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS[:-1]),
+            subject=np.concatenate([p.subject for p in parts]) if with_subject else np.zeros(0, np.int64),
+        )
+
+
+_ARRAYS = ("src", "id", "t", "category", "grid", "village", "township", "county", "lon", "lat", "subject")
+
+
+def empty_events() -> Events:
+    z = np.zeros(0, np.int64)
+    f = np.zeros(0, np.float64)
+    return Events(z, z, z, z, z, z, z, z, f, f, z)
+
+
+def unix_seconds(session: Session, column: Any) -> Any:
+    """Seconds since 1970 as an integer, computed by the database (floor, both backends)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.cast(func.floor(func.extract("epoch", column)), _BigInteger())
+    return func.cast(func.strftime("%s", column), _BigInteger())
+
+
+def _BigInteger() -> Any:  # noqa: N802  a type factory, not a function call site
+    from sqlalchemy import BigInteger
+
+    return BigInteger()
+
+
+def to_unix(at: datetime) -> int:
+    return int(at.astimezone(UTC).timestamp() // 1)
+
+
+def from_unix(t: int) -> datetime:
+    return datetime.fromtimestamp(int(t), UTC)
+
+
+def event_stmt(session: Session, *where: ColumnElement[bool], subject: str = "") -> Select[Any]:
+    cols: list[Any] = [
+        Event.id,
+        unix_seconds(session, Event.reported_at),
+        Event.category_id,
+        Event.grid_id,
+        Event.village_id,
+        Event.township_id,
+        Event.county_id,
+        Event.lon,
+        Event.lat,
+    ]
+    if subject == "address":
+        cols.append(Event.address)
+    elif subject == "party":
+        cols.append(Event.reporter_phone)
+    return select(*cols).where(Event.state.not_in(EXCLUDED_STATES), *where)
+
+
+class Subjects:
+    """Dense integer keys for subject strings (hashes), stable within one evaluation."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}
+
+    def rank(self, key: str | None) -> int:
+        if not key:
+            return -1
+        return self.keys.setdefault(key, len(self.keys))
+
+
+def normalise_address(text: str | None) -> str:
+    """Full-width to half-width, case and every space removed: 东山路 12 号 == 东山路12号."""
+    if not text:
+        return ""
+    return "".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def normalise_phone(text: str | None) -> str:
+    digits = "".join(ch for ch in (text or "") if ch.isdigit())
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits if len(digits) >= 7 else ""
+
+
+def subject_key(kind: str, value: str | None) -> str:
+    """The stored key of an address or party: a hash, so the index holds no personal data."""
+    norm = normalise_address(value) if kind == "address" else normalise_party(value)
+    if not norm:
+        return ""
+    return hashlib.sha256(f"{kind}:{norm}".encode()).hexdigest()[:32]
+
+
+def normalise_party(value: str | None) -> str:
+    """A party is an ID number (upper-cased) or a phone number; names alone are too ambiguous."""
+    text = "".join((value or "").split()).upper()
+    if len(text) in (15, 18) and text[:-1].isdigit():
+        return "id:" + text
+    if len(text) == 18 and text[:2].isalnum():  # 统一社会信用代码
+        return "org:" + text
+    phone = normalise_phone(text)
+    return "tel:" + phone if phone else ""
+
+
+def load_events(
+    session: Session,
+    *where: ColumnElement[bool],
+    subject: str = "",
+    subjects: Subjects | None = None,
+) -> Events:
+    """The matching events as arrays (state merged/rejected left out)."""
+    rows = session.execute(event_stmt(session, *where, subject=subject)).all()
+    if not rows:
+        return empty_events()
+    n = len(rows)
+    cols = list(zip(*rows, strict=True))
+    ints = [np.fromiter(c, np.int64, n) for c in cols[:7]]
+    ev = Events(
+        np.zeros(n, np.int64),
+        ints[0],
+        ints[1],
+        ints[2],
+        ints[3],
+        ints[4],
+        ints[5],
+        ints[6],
+        np.fromiter(cols[7], np.float64, n),
+        np.fromiter(cols[8], np.float64, n),
+    )
+    if subject:
+        subjects = subjects or Subjects()
+        ev.subject = np.fromiter((subjects.rank(subject_key(subject, v)) for v in cols[9]), np.int64, n)
+    return ev
+
+
+def dispute_parts(session: Session, *where: ColumnElement[bool], subject: str, subjects: Subjects) -> Events:
+    """Disputes as subject rows: one per dispute (address) or per party with an ID number or phone."""
+    try:
+        from civicgrid.disputes.models import Dispute, Party
+    except ImportError:  # the disputes capability is not installed
+        return empty_events()
+    base = [
+        Dispute.id,
+        unix_seconds(session, Dispute.registered_at),
+        Dispute.grid_id,
+        Dispute.village_id,
+        Dispute.township_id,
+        Dispute.county_id,
+    ]
+    if subject == "address":
+        rows = [(*r[:6], subject_key("address", r[6])) for r in session.execute(select(*base, Dispute.address).where(*where))]
+    else:
+        stmt = select(*base, Party.id_number, Party.phone).join(Party, Party.dispute_id == Dispute.id).where(*where)
+        rows = []
+        for r in session.execute(stmt):
+            key = subject_key("party", r[6]) or subject_key("party", r[7])
+            rows.append((*r[:6], key))
+    rows = [r for r in rows if r[6]]
+    if not rows:
+        return empty_events()
+    n = len(rows)
+    cols = list(zip(*rows, strict=True))
+    ints = [np.fromiter(c, np.int64, n) for c in cols[:6]]
+    nan = np.full(n, np.nan)
+    return Events(
+        np.ones(n, np.int64),
+        ints[0],
+        ints[1],
+        np.full(n, -1, np.int64),
+        ints[2],
+        ints[3],
+        ints[4],
+        ints[5],
+        nan,
+        nan.copy(),
+        subject=np.fromiter((subjects.rank(k) for k in cols[6]), np.int64, n),
+    )
+
+
+# ---- hits: the anchors whose window reaches a level ----------------------------------------------
+
+
+@dataclass
+class Hits:
+    """Triggered anchors of one rule: region, time and level rank of each, and their windows —
+    as ranges [lo, hi) into `perm` (threshold, trend, repeat) or as explicit index sets (cluster)."""
+
+    region: I64
+    t: I64
+    rank: I64
+    lo: I64 | None = None
+    hi: I64 | None = None
+    perm: I64 | None = None
+    sets: list[I64] | None = None
+
+    def __len__(self) -> int:
+        return len(self.region)
+
+    def members(self, sel: I64) -> I64:
+        """Indices (into the evaluated Events) of the union of the selected anchors' windows."""
+        if self.sets is not None:
+            parts = [self.sets[i] for i in sel]
+            return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        assert self.lo is not None and self.hi is not None and self.perm is not None
+        diff = np.zeros(len(self.perm) + 1, np.int64)
+        np.add.at(diff, self.lo[sel], 1)
+        np.add.at(diff, self.hi[sel], -1)
+        inside = np.cumsum(diff[:-1]) > 0
+        return self.perm[inside]
+
+
+def _ranks(spec: Spec, values: F64 | I64) -> I64:
+    rank = np.zeros(len(values), np.int64)
+    for level, need in spec.levels:
+        rank[values >= need] = LEVEL_RANK[level]
+    return rank
+
+
+def _keyed(group: I64, t: I64) -> tuple[I64, I64]:
+    """Sort by (group, time); returns the permutation and the sorted composite keys."""
+    _, dense = np.unique(group, return_inverse=True)
+    comp = dense.astype(np.int64) * SHIFT + t
+    perm = np.argsort(comp, kind="stable")
+    return perm, comp[perm]
+
+
+def _windowed(spec: Spec, ev: Events, group: I64, region: I64, anchor: BOOL) -> Hits:
+    perm, cs = _keyed(group, ev.t)
+    pos = np.nonzero(anchor[perm])[0]
+    hi = np.searchsorted(cs, cs[pos], side="right")
+    lo = np.searchsorted(cs, cs[pos] - spec.window_s, side="right")
+    if spec.kind == RuleKind.trend:
+        prev_lo = np.searchsorted(cs, cs[pos] - 2 * spec.window_s, side="right")
+        this, prev = hi - lo, lo - prev_lo
+        growth = (this - prev) * 100.0 / np.maximum(prev, 1)
+        rank = _ranks(spec, growth)
+        rank[this < spec.min_count] = 0
+    else:
+        rank = _ranks(spec, hi - lo)
+    hit = rank > 0
+    idx = perm[pos[hit]]
+    return Hits(region[idx], ev.t[idx], rank[hit], lo[hit], hi[hit], perm)
+
+
+def haversine(lon1: F64, lat1: F64, lon2: F64, lat2: F64) -> F64:
+    """Metres on the sphere (the same formula as events.service.distance_m, vectorised)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(lon2 - lon1)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    out: F64 = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+    return out
+
+
+def degrees_for(radius_m: float, lat: float) -> float:
+    """A distance in degrees that covers `radius_m` in every direction up to latitude `lat`."""
+    return radius_m / (111_195.0 * max(np.cos(np.radians(min(abs(lat), 89.0))), 0.01)) * 1.01 + 1e-9
+
+
+def _cluster(spec: Spec, ev: Events, anchor: BOOL) -> Hits:
+    region = ev.column(spec.per or RegionLevel.village)
+    anchors = np.nonzero(anchor)[0]
+    if not len(anchors):
+        return Hits(*(np.zeros(0, np.int64) for _ in range(3)), sets=[])
+    tree = shapely.STRtree(shapely.points(ev.lon, ev.lat))
+    deg = degrees_for(spec.radius_m, float(np.max(np.abs(ev.lat))))
+    q, j = tree.query(shapely.points(ev.lon[anchors], ev.lat[anchors]), predicate="dwithin", distance=deg)
+    a = anchors[q]
+    keep = (ev.t[j] <= ev.t[a]) & (ev.t[j] > ev.t[a] - spec.window_s)
+    a, j, q = a[keep], j[keep], q[keep]
+    keep = haversine(ev.lon[a], ev.lat[a], ev.lon[j], ev.lat[j]) <= spec.radius_m
+    q, j = q[keep], j[keep]
+    counts = np.bincount(q, minlength=len(anchors))
+    rank = _ranks(spec, counts)
+    hit = np.nonzero(rank > 0)[0]
+    order = np.argsort(q, kind="stable")
+    q, j = q[order], j[order]
+    starts = np.searchsorted(q, hit, side="left")
+    ends = np.searchsorted(q, hit, side="right")
+    idx = anchors[hit]
+    return Hits(region[idx], ev.t[idx], rank[hit], sets=[j[s:e] for s, e in zip(starts, ends, strict=True)])
+
+
+def hits(spec: Spec, ev: Events, anchor: BOOL) -> Hits:
+    """The triggered anchors of `spec` among `ev`; `anchor` marks which rows may be anchors."""
+    if spec.kind == RuleKind.cluster:
+        return _cluster(spec, ev, anchor)
+    region = ev.column(spec.per or RegionLevel.township)
+    if spec.kind == RuleKind.repeat:
+        valid = ev.subject >= 0
+        return _windowed(spec, ev, np.where(valid, ev.subject, -1), region, anchor & valid)
+    return _windowed(spec, ev, region, region, anchor)
+
+
+# ---- findings and episodes -----------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    """What a rule says about one region: its level and the evidence behind it."""
+
+    region_id: int
+    level: WarningLevel
+    evidence: list[tuple[str, int]]
+    first_t: int = 0
+    last_t: int = 0
+    samples: list[str] = field(default_factory=list)  # dry runs of data rules: row summaries
+
+
+def _evidence(ev: Events, members: I64) -> list[tuple[str, int]]:
+    return sorted({(SOURCE_NAMES[int(s)], int(i)) for s, i in zip(ev.src[members], ev.id[members], strict=True)})
+
+
+def findings(ev: Events, h: Hits) -> list[Finding]:
+    """Per region: the union of the hits' windows at the highest level reached."""
+    out = []
+    for region in np.unique(h.region):
+        sel = np.nonzero(h.region == region)[0]
+        out.append(
+            Finding(
+                int(region),
+                RANK_LEVEL[int(h.rank[sel].max())],
+                _evidence(ev, h.members(sel)),
+                int(h.t[sel].min()),
+                int(h.t[sel].max()),
+            )
+        )
+    return out
+
+
+def episodes(ev: Events, h: Hits, gap_s: int) -> list[Finding]:
+    """The warnings a rule would have raised over history: per region, hits closer than `gap_s`
+    to the previous one belong to the same warning (it would still have been open)."""
+    out = []
+    for region in np.unique(h.region):
+        sel = np.nonzero(h.region == region)[0]
+        sel = sel[np.argsort(h.t[sel], kind="stable")]
+        breaks = np.nonzero(np.diff(h.t[sel]) > gap_s)[0] + 1
+        for part in np.split(sel, breaks):
+            out.append(
+                Finding(
+                    int(region),
+                    RANK_LEVEL[int(h.rank[part].max())],
+                    _evidence(ev, h.members(part)),
+                    int(h.t[part].min()),
+                    int(h.t[part].max()),
+                )
+            )
+    out.sort(key=lambda f: (f.first_t, f.region_id))
+    return out
+
+
+# ---- which events a rule watches -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rule's region subtree as an equality on one region column (or everything)."""
+
+    column: str | None
+    ids: frozenset[int]
+
+    def mask(self, ev: Events) -> BOOL:
+        if self.column is None:
+            return np.ones(len(ev), np.bool_)
+        return np.isin(ev.column(self.column), np.fromiter(self.ids, np.int64, len(self.ids)))
+
+    def sql(self) -> list[ColumnElement[bool]]:
+        if self.column is None:
+            return []
+        col = getattr(Event, f"{self.column}_id")
+        return [col.in_(sorted(self.ids))]
+
+    def sql_for(self, model: Any) -> list[ColumnElement[bool]]:
+        if self.column is None:
+            return []
+        return [getattr(model, f"{self.column}_id").in_(sorted(self.ids))]
+
+
+def scope_for(session: Session, region: Region) -> Scope:
+    level = RegionLevel(region.level)
+    if level == RegionLevel.city:
+        roots = session.scalar(select(func.count(Region.id)).where(Region.parent_id.is_(None)))
+        if region.parent_id is None and roots == 1:
+            return Scope(None, frozenset())
+        counties = session.scalars(select(Region.id).where(Region.parent_id == region.id))
+        return Scope("county", frozenset(counties))
+    return Scope(str(level), frozenset({region.id}))
+
+
+def rule_mask(spec: Spec, scope: Scope, ev: Events) -> BOOL:
+    mask = scope.mask(ev)
+    if spec.category_ids is not None:
+        cats = np.fromiter(spec.category_ids, np.int64, len(spec.category_ids))
+        is_event = ev.src == EVENT
+        mask &= ~is_event | np.isin(ev.category, cats)
+    return mask
+
+
+def category_sql(spec: Spec) -> list[ColumnElement[bool]]:
+    return [Event.category_id.in_(sorted(spec.category_ids))] if spec.category_ids is not None else []
+
+
+# ---- evaluating one rule over a period (full pass, dry run) -----------------------------------------
+
+
+def rule_events(
+    session: Session, spec: Spec, scope: Scope, since: datetime, until: datetime | None = None
+) -> Events:
+    """Every event (and dispute) the rule watches with time in [since, until)."""
+    where = [Event.reported_at >= since, *category_sql(spec), *scope.sql()]
+    if until is not None:
+        where.append(Event.reported_at < until)
+    subjects = Subjects()
+    subject = spec.key if spec.kind == RuleKind.repeat else ""
+    ev = load_events(session, *where, subject=subject, subjects=subjects)
+    if spec.kind == RuleKind.repeat and spec.include_disputes:
+        ev = Events.concat([ev, _disputes(session, spec, scope, since, until, subjects)])
+    return ev
+
+
+def _disputes(
+    session: Session, spec: Spec, scope: Scope, since: datetime, until: datetime | None, subjects: Subjects
+) -> Events:
+    try:
+        from civicgrid.disputes.models import Dispute
+    except ImportError:
+        return empty_events()
+    where = [Dispute.registered_at >= since, *scope.sql_for(Dispute)]
+    if until is not None:
+        where.append(Dispute.registered_at < until)
+    return dispute_parts(session, *where, subject=spec.key, subjects=subjects)
+
+
+def evaluate_now(session: Session, spec: Spec, scope: Scope, now: datetime, ev: Events | None = None) -> list[Finding]:
+    """The rule's live findings at `now`: anchors within one window before now (or later)."""
+    if spec.kind not in (RuleKind.threshold, RuleKind.cluster, RuleKind.trend, RuleKind.repeat):
+        return []
+    since = now - timedelta(seconds=spec.horizon_s + spec.lookback_s)
+    if ev is None:
+        ev = rule_events(session, spec, scope, since)
+    else:
+        ev = ev.take(rule_mask(spec, scope, ev) & (ev.t > to_unix(since)))
+    anchor = ev.t > to_unix(now) - spec.horizon_s
+    return findings(ev, hits(spec, ev, anchor))
+
+
+def dry_run(session: Session, spec: Spec, scope: Scope, start: datetime, end: datetime) -> list[Finding]:
+    """The warnings the rule would have raised for anchors in [start, end)."""
+    ev = rule_events(session, spec, scope, start - timedelta(seconds=spec.lookback_s), end)
+    anchor = ev.t >= to_unix(start)
+    return episodes(ev, hits(spec, ev, anchor), spec.horizon_s)
+
+
+# ---- incremental: the anchors a new event can change ---------------------------------------------
+
+
+def incremental(
+    session: Session,
+    spec: Spec,
+    scope: Scope,
+    new: Events,
+    now: datetime,
+    subject_refs: dict[int, tuple[str, list[tuple[int, int]]]] | None = None,
+) -> list[Finding]:
+    """Findings of the windows that contain one of the `new` events (already filtered to the
+    rule). Candidates are read per region (threshold, trend), around each point (cluster) or per
+    subject (repeat) — a few rows each, through the event indexes or the subject index."""
+    now_s = to_unix(now)
+    if spec.kind == RuleKind.repeat:
+        return _incremental_repeat(session, spec, scope, new, now_s, subject_refs or {})
+    new = new.take(new.t + spec.reach_s > now_s - spec.horizon_s)  # older ones change nothing live
+    if not len(new):
+        return []
+    if spec.kind in (RuleKind.threshold, RuleKind.trend):
+        return _incremental_regions(session, spec, scope, new, now_s)
+    if spec.kind == RuleKind.cluster:
+        return _incremental_cluster(session, spec, scope, new, now_s)
+    return []
+
+
+def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) -> BOOL:
+    """Rows that lie in [s, s + reach) for some new event time s, and inside the horizon."""
+    starts = np.sort(starts)
+    k = np.searchsorted(starts, ev.t, side="right") - 1  # the latest new event at or before t
+    ok = k >= 0
+    ok[ok] = ev.t[ok] < starts[k[ok]] + reach
+    return ok & (ev.t > now_s - horizon)
+
+
+def _incremental_regions(session: Session, spec: Spec, scope: Scope, new: Events, now_s: int) -> list[Finding]:
+    per = spec.per or RegionLevel.township
+    col = getattr(Event, f"{per}_id")
+    out: list[Finding] = []
+    regions = new.column(per)
+    for region in np.unique(regions):
+        starts = new.t[regions == region]
+        lo = from_unix(int(starts.min()) - spec.lookback_s)
+        hi = from_unix(int(starts.max()) + spec.reach_s)
+        ev = load_events(
+            session,
+            col == int(region),
+            Event.reported_at > lo,
+            Event.reported_at < hi + timedelta(seconds=1),
+            *category_sql(spec),
+            *scope.sql(),
+        )
+        anchor = _anchor_mask(ev, starts, spec.reach_s, now_s, spec.horizon_s)
+        out += findings(ev, hits(spec, ev, anchor))
+    return out
+
+
+def _incremental_cluster(session: Session, spec: Spec, scope: Scope, new: Events, now_s: int) -> list[Finding]:
+    out: list[Finding] = []
+    for i in range(len(new)):
+        lon, lat, t = float(new.lon[i]), float(new.lat[i]), int(new.t[i])
+        d = degrees_for(2 * spec.radius_m, lat)
+        dlat = 2 * spec.radius_m / 111_195.0 * 1.01 + 1e-9
+        ev = load_events(
+            session,
+            Event.lat.between(lat - dlat, lat + dlat),
+            Event.lon.between(lon - d, lon + d),
+            Event.reported_at > from_unix(t - spec.window_s),
+            Event.reported_at < from_unix(t + spec.window_s + 1),
+            *category_sql(spec),
+            *scope.sql(),
+        )
+        near = haversine(np.full(len(ev), lon), np.full(len(ev), lat), ev.lon, ev.lat) <= spec.radius_m
+        anchor = near & (ev.t >= t) & (ev.t < t + spec.window_s) & (ev.t > now_s - spec.horizon_s)
+        out += findings(ev, hits(spec, ev, anchor))
+    return out
+
+
+def _incremental_repeat(
+    session: Session,
+    spec: Spec,
+    scope: Scope,
+    new: Events,
+    now_s: int,
+    subject_refs: dict[int, tuple[str, list[tuple[int, int]]]],
+) -> list[Finding]:
+    """`subject_refs` maps a new row's index to its subject key and the (source, id) rows that
+    share it within the reach (read from the subject index by the caller)."""
+    out: list[Finding] = []
+    for i in range(len(new)):
+        if i not in subject_refs or int(new.t[i]) + spec.reach_s <= now_s - spec.horizon_s:
+            continue
+        key, refs = subject_refs[i]
+        event_ids = sorted({r for s, r in refs if s == EVENT})
+        dispute_ids = sorted({r for s, r in refs if s == DISPUTE})
+        subjects = Subjects()
+        parts = []
+        if event_ids:
+            parts.append(
+                load_events(
+                    session,
+                    Event.id.in_(event_ids),
+                    *category_sql(spec),
+                    *scope.sql(),
+                    subject=spec.key,
+                    subjects=subjects,
+                )
+            )
+        if dispute_ids and spec.include_disputes:
+            from civicgrid.disputes.models import Dispute
+
+            parts.append(
+                dispute_parts(
+                    session,
+                    Dispute.id.in_(dispute_ids),
+                    *scope.sql_for(Dispute),
+                    subject=spec.key,
+                    subjects=subjects,
+                )
+            )
+        ev = Events.concat(parts)
+        ev = ev.take(ev.subject == subjects.keys.get(key, -3))
+        if not len(ev):
+            continue
+        t = int(new.t[i])
+        anchor = (ev.t >= t) & (ev.t < t + spec.window_s) & (ev.t > now_s - spec.horizon_s)
+        out += findings(ev, hits(spec, ev, anchor))
+    return out
+
+
+def merge(found: Iterable[Finding]) -> list[Finding]:
+    """Findings of one rule merged per region (union of evidence, highest level)."""
+    by: dict[int, Finding] = {}
+    for f in found:
+        cur = by.get(f.region_id)
+        if cur is None:
+            by[f.region_id] = Finding(f.region_id, f.level, list(f.evidence), f.first_t, f.last_t)
+            continue
+        if LEVEL_RANK[f.level] > LEVEL_RANK[cur.level]:
+            cur.level = f.level
+        cur.evidence = sorted(set(cur.evidence) | set(f.evidence))
+        cur.first_t = min(cur.first_t, f.first_t)
+        cur.last_t = max(cur.last_t, f.last_t)
+    return [by[k] for k in sorted(by)]
