@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, load_average, machine_info, median, percentile, write_section
+
+sys.path.insert(0, str(ROOT))
+DOC = ROOT / "docs" / "benchmarks-data-speed.md"
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
 
 NAME = "bench-population"
@@ -39,14 +41,6 @@ QUERIES = {
         f'SELECT village_id, count(*) AS people, avg(income) AS mean_income FROM "{NAME}" GROUP BY village_id'
     ),
 }
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def write_parquet(folder: Path, rows: int) -> list[Path]:
@@ -81,7 +75,9 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="keep the data here (default: a temp dir)"
     )
+    parser.add_argument("--write", action="store_true", help="Write the results into the docs.")
     args = parser.parse_args()
+    host = machine_info(duckdb=True)
 
     data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="cg-bench-sandbox-"))).resolve()
     os.environ["CIVICGRID_DATA_DIR"] = str(data_dir)
@@ -159,35 +155,52 @@ def main() -> None:
     eng = service.engine()
     view = {"t": View(files=files, fields=["village_id", "age", "sex", "income"])}
     results: dict[str, tuple[list[float], list[float], int]] = {}
+    loads: list[float] = []
+    cpus: dict[str, list[float]] = {}
     for label, sql in QUERIES.items():
         base_sql = sql.replace(f'"{NAME}"', "t")
         full: list[float] = []
+        cpu: list[float] = []
         base: list[float] = []
         groups = 0
         for _ in range(args.runs):
+            loads.append(os.getloadavg()[0])
             t = time.perf_counter()
             eng.run_sql(base_sql, view, timeout=60, memory_limit=sandbox.MEMORY_LIMIT)
             base.append(time.perf_counter() - t)
+            c = time.process_time()
             with db.sessionmaker() as s:
                 t = time.perf_counter()
                 res = sandbox.run_query(s, consumer, sql, timeout_s=60)
                 full.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
                 s.rollback()
             groups = len(res.rows)
         results[label] = (full, base, groups)
+        cpus[label] = cpu
 
-    print(f"## Sandbox aggregate over {args.rows:,} rows (`bench/data_sandbox.py`)\n")
-    print(f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}")
     size = files[0].stat().st_size / 2**20
-    print(f"- Data: one Parquet file, {size:,.0f} MiB, generated in {generated_s:.0f} s")
-    print(
-        f"- {args.runs} runs per query, interleaved; engine threads 2, memory limit {sandbox.MEMORY_LIMIT}\n"
-    )
-    print("| query | sandbox median s | baseline median s (Engine.run_sql, no checks) | ratio | groups |")
-    print("|---|---:|---:|---:|---:|")
+    lines = [
+        f"### Sandbox aggregate over {args.rows:,} rows ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"- Machine: {host}",
+        f"- Load average (1-minute) before each run: {min(loads):.1f}–{max(loads):.1f}; "
+        f"after: {load_average()}",
+        f"- Data: one Parquet file, {size:,.0f} MiB, generated in {generated_s:.0f} s",
+        f"- {args.runs} runs per query, interleaved; engine threads 2, memory limit {sandbox.MEMORY_LIMIT}",
+        "",
+        "| query | sandbox median s | sandbox p90 s | sandbox median CPU s (all threads) "
+        "| baseline median s (Engine.run_sql, no checks) | ratio | groups |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, (full, base, groups) in results.items():
-        f, b = statistics.median(full), statistics.median(base)
-        print(f"| {label} | {f:.3f} | {b:.3f} | {f / b:.2f}× | {groups} |")
+        f, b = median(full), median(base)
+        p90, c = percentile(full, 90), median(cpus[label])
+        lines.append(f"| {label} | {f:.3f} | {p90:.3f} | {c:.3f} | {b:.3f} | {f / b:.2f}× | {groups} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        write_section(DOC, "data_sandbox", text)
     db.dispose()
 
 

@@ -4,7 +4,7 @@ asyncio client (raw HTTP/1.1 keep-alive, several processes) on loopback.
 
     .venv/bin/python bench/event_intake.py --pg postgresql://postgres@127.0.0.1:5432/postgres \\
         [--requests 20000] [--seconds 60] [--workers 2] [--connections 32] [--client-procs 1] \\
-        [--prefill 30000] [--baseline-src DIR] [--py-spy SECONDS] [--profile]
+        [--prefill 30000] [--baseline-src DIR] [--factory MODULE:FN] [--py-spy] [--profile]
 
 A fresh database is created on the server (and dropped afterwards): migrations, the demo
 jurisdiction (600 grids), `--prefill` generated events (so the duplicate check has neighbours
@@ -17,8 +17,8 @@ processes, the PostgreSQL backends of the benchmark database and the client proc
 the ceiling of an idle 2-core machine is 2 s / (CPU seconds per event) whatever the load of
 the shared machine while it runs. `--baseline-src DIR` also runs the server from another
 source tree (e.g. `git archive HEAD | tar -x -C DIR`) against the same database: an A/B in
-one run. `--py-spy N` samples one uvicorn worker for N seconds during the intake run and
-prints where its time goes.
+one run. `--py-spy` adds a run under py-spy (GIL-holding samples of the workers) and prints
+where Python spends its CPU; `--profile` profiles the same calls in-process and counts SQL.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -100,7 +101,12 @@ def process_tree(pid: int) -> list[int]:
 
 def backend_pids(admin: Engine, dbname: str) -> list[int]:
     with admin.connect() as c:
-        return [int(p) for p in c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}).scalars()]
+        return [
+            int(p)
+            for p in c.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}
+            ).scalars()
+        ]
 
 
 class CpuMeter:
@@ -123,6 +129,51 @@ class CpuMeter:
         server = sum(v - self.before[0].get(p, 0.0) for p, v in after[0].items())
         pg = sum(v - self.before[1].get(p, 0.0) for p, v in after[1].items())
         return server, pg
+
+
+class WaitSampler:
+    """Samples what the database's backends are doing every 50 ms while the load runs:
+    running, waiting for the application (ClientRead, idle in transaction), for a lock
+    (which kind), or for the WAL flush of a commit."""
+
+    def __init__(self, admin: Engine, dbname: str) -> None:
+        self.admin, self.dbname = admin, dbname
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        sql = text(
+            "SELECT state, wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity "
+            "WHERE datname = :d AND pid <> pg_backend_pid()"
+        )
+        with self.admin.connect() as c:
+            while not self._stop.wait(0.05):
+                for state, wtype, wevent, query in c.execute(sql, {"d": self.dbname}):
+                    if state == "idle":
+                        continue
+                    if wtype == "Lock":
+                        what = f"lock wait: {wevent} ({' '.join((query or '').split()[:3])})"
+                    elif wtype:
+                        what = f"{state}: {wtype}/{wevent}"
+                    else:
+                        what = f"{state}: on CPU"
+                    self.counts[what] += 1
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> None:
+        total = sum(self.counts.values())
+        if total:
+            print(f"database backends, busy samples ({total}):")
+            for what, n in self.counts.most_common(10):
+                print(f"  {100 * n / total:5.1f} %  {what}")
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -204,8 +255,24 @@ def create_app_without_rollups() -> Any:
     return app
 
 
+def py_spy_command(out: Path) -> list[str]:
+    """py-spy launching the server (attaching to a running process is not allowed in this
+    sandbox): samples only the thread holding the GIL, i.e. where Python spends CPU."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        raise SystemExit("py-spy is not installed (.venv/bin/pip install py-spy)")
+    return [exe, "record", "--subprocesses", "--gil", "--rate", "250", "--format", "raw", "--nonblocking",
+            "--output", str(out), "--"]  # fmt: skip
+
+
 def start_server(
-    url: str, data_dir: Path, port: int, workers: int, src: Path | None = None, factory: str = ""
+    url: str,
+    data_dir: Path,
+    port: int,
+    workers: int,
+    src: Path | None = None,
+    factory: str = "",
+    spy_out: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     paths = [str(ROOT / "bench")]
     if src is not None:
@@ -221,7 +288,8 @@ def start_server(
     args = ["-m", "uvicorn", factory or "civicgrid.main:create_app", "--factory", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     args += ["--loop", "uvloop", "--http", "httptools", "--backlog", "2048"]
-    proc = subprocess.Popen([sys.executable, *args], env=env, cwd=src or ROOT)
+    prefix = py_spy_command(spy_out) if spy_out else []
+    proc = subprocess.Popen([*prefix, sys.executable, *args], env=env, cwd=src or ROOT)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -233,8 +301,12 @@ def start_server(
     raise RuntimeError("the server did not start")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(2)
+def stop_server(proc: subprocess.Popen[bytes], spied: bool = False) -> None:
+    if spied:  # stop uvicorn (py-spy's child); py-spy then writes its file and exits
+        for pid in process_tree(proc.pid)[1:2]:
+            os.kill(pid, 2)
+    else:
+        proc.send_signal(2)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -349,7 +421,7 @@ def run_load(
     }
 
 
-CANNED = b'{"number":"331082-20261125-00017","state":"reported"' + b' ' * 1400 + b"}"
+CANNED = b'{"number":"331082-20261125-00017","state":"reported"' + b" " * 1400 + b"}"
 
 
 async def _canned_server(port: int) -> None:
@@ -407,18 +479,6 @@ def client_alone(requests: list[bytes], connections: int, procs: int, seconds: f
 # ---- profiles -----------------------------------------------------------------------------
 
 
-def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print("py-spy not installed (pip install py-spy); no sampling profile")
-        return None
-    return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--format", "raw",
-         "--output", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
 BUCKETS = [
     ("psycopg wait (database round trips)", ("psycopg/connection.py:wait", "psycopg/waiting.py")),
     ("jieba / duplicate text", ("jieba", "events/text.py")),
@@ -449,7 +509,8 @@ def summarise_py_spy(path: Path) -> None:
         if any("threading.py" in f and "wait" in f for f in frames[-2:]) or frames[-1].startswith("select"):
             idle += n
         leaf = next(
-            (name for name, keys in BUCKETS if any(k in f for f in reversed(frames[-6:]) for k in keys)), "other"
+            (name for name, keys in BUCKETS if any(k in f for f in reversed(frames[-6:]) for k in keys)),
+            "other",
         )
         own[leaf] += n
         for f in set(frames):
@@ -457,7 +518,7 @@ def summarise_py_spy(path: Path) -> None:
                 cum[f.split(" (")[0] + " " + f.split("/civicgrid/")[-1].rstrip(")")] += n
     if not total:
         return
-    print(f"py-spy: {total} samples of one uvicorn worker (all threads, idle included)")
+    print(f"py-spy: {total} samples of the uvicorn workers holding the GIL (Python on CPU)")
     for name, n in own.most_common():
         print(f"  {name:45s} {100 * n / total:5.1f} %")
     print("  cumulative, civicgrid functions:")
@@ -536,7 +597,7 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=30_000)
     ap.add_argument("--baseline-src", type=Path, help="also run the server from this source tree")
     ap.add_argument("--factory", default="", help="another app factory (module:function) to compare")
-    ap.add_argument("--py-spy", type=int, default=0, help="sample one worker this many seconds")
+    ap.add_argument("--py-spy", action="store_true", help="one more run of this tree under py-spy")
     ap.add_argument("--profile", action="store_true", help="also profile the intake path in-process")
     ap.add_argument("--profile-requests", type=int, default=1000)
     args = ap.parse_args()
@@ -565,16 +626,19 @@ def main() -> None:
         results.append(alone)
         print(json.dumps(alone), flush=True)
 
-        setups: list[tuple[str, Path | None, str]] = [("this tree", None, "")]
+        setups: list[tuple[str, Path | None, str, bool]] = [("this tree", None, "", False)]
         if args.factory:
-            setups.append((args.factory, None, args.factory))
+            setups.append((args.factory, None, args.factory, False))
         if args.baseline_src:
-            setups.append((f"baseline {args.baseline_src}", args.baseline_src, ""))
+            setups.append((f"baseline {args.baseline_src.name}", args.baseline_src, "", False))
+        if args.py_spy:
+            setups.append(("this tree under py-spy", None, "", True))
         used = 0
-        for label, src, factory in setups:
+        for label, src, factory, spied in setups:
             for workers in args.workers:
                 port = free_port()
-                server = start_server(url, data_dir, port, workers, src, factory)
+                spy_out = data_dir / f"spy-{port}.txt" if spied else None
+                server = start_server(url, data_dir, port, workers, src, factory, spy_out)
                 try:
                     base = f"http://127.0.0.1:{port}"
                     tokens = [login(base, u, password) for u in usernames]
@@ -590,27 +654,26 @@ def main() -> None:
                     # fresh reports for every run, so each sees the same duplicate density
                     reqs = encode_posts(bodies[400 + used : 400 + used + args.requests], tokens, port)
                     used += args.requests
-                    spy = None
-                    if args.py_spy:
-                        kids = process_tree(server.pid)[1:] or [server.pid]
-                        spy = py_spy(kids[0], args.py_spy, data_dir / f"spy-{port}.txt")
                     meter.start()
-                    res = run_load(port, reqs, args.connections, args.client_procs, args.seconds)
+                    with WaitSampler(admin, name) as waits:
+                        res = run_load(port, reqs, args.connections, args.client_procs, args.seconds)
                     server_cpu, pg_cpu = meter.stop()
-                    if res["ok"]:
+                    if res["ok"] and not spied:  # py-spy's own CPU would count as the server's
                         res["cpu_ms_per_event"] = {
                             "server": round(server_cpu / res["ok"] * 1000, 2),
                             "postgres": round(pg_cpu / res["ok"] * 1000, 2),
                             "client": round(res["client_cpu_s"] / res["ok"] * 1000, 2),
                         }
-                    res.update(setup=f"{label}: POST /api/v1/events", workers=workers, load=os.getloadavg()[0])
+                    res.update(
+                        setup=f"{label}: POST /api/v1/events", workers=workers, load=os.getloadavg()[0]
+                    )
                     results.append(res)
                     print(json.dumps(res), flush=True)
-                    if spy is not None:
-                        spy.wait()
-                        summarise_py_spy(data_dir / f"spy-{port}.txt")
+                    waits.report()
                 finally:
-                    stop_server(server)
+                    stop_server(server, spied)
+                if spy_out is not None:
+                    summarise_py_spy(spy_out)
         if args.profile:
             profile_in_process(url, bodies[: args.profile_requests], usernames[0])
     finally:
@@ -622,8 +685,8 @@ def main() -> None:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}; "
         f"{args.connections} connections from {args.client_procs} client process(es)"
     )
-    print("| setup | uvicorn workers | ok | events/s | median ms | p99 ms | CPU ms/event server · PG · client "
-          "| errors | load |")  # fmt: skip
+    cols = "setup | uvicorn workers | ok | events/s | median ms | p99 ms | CPU ms/event server · PG · client"
+    print(f"| {cols} | errors | load |")
     print("|---|---:|---:|---:|---:|---:|---|---|---:|")
     for r in results:
         cpu = r.get("cpu_ms_per_event")

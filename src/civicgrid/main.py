@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     from civicgrid.cockpit import web as cockpit_web
     from civicgrid.data import access_api, ckan_api, sandbox_api
     from civicgrid.data import api as data_api
+    from civicgrid.data import web as data_web
     from civicgrid.disputes import api as disputes_api
     from civicgrid.disputes import web as disputes_web
     from civicgrid.events import api as events_api
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         regions_web.router,
         events_web.router,
         hotline_web.router,
+        data_web.router,
         disputes_web.router,
         shell_web.router,
     ):

@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from civicgrid.core import audit
 from civicgrid.core.audit import AuditRecord
+from civicgrid.core.auth import SYSTEM
 from tests.factories import ROLE_HOME, make_tree, make_users
 
 
@@ -84,3 +85,67 @@ def test_verify_passes_on_untouched_chain_via_api(client, db) -> None:
     assert res.json() == {"intact": True, "breaks": []}
     page = client.get("/api/v1/audit", headers=admin, params={"action": "user.create", "size": 3}).json()
     assert page["total"] == len(ROLE_HOME) and len(page["items"]) == 3
+
+
+def _postgresql_only(db) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("parallel chains exist on PostgreSQL only (SQLite serialises writers)")
+
+
+def _chains(db) -> dict[str, tuple[int, int]]:
+    with db.session() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.target_type == "x")).all()
+        return {r.target_id: (r.chain, r.id) for r in rows}
+
+
+def test_writers_do_not_queue_behind_each_other_and_every_chain_verifies(db) -> None:
+    """A transaction that has audited something and not yet committed does not hold up the
+    next writer (it did when the log was one chain), and tampering is still named."""
+    _postgresql_only(db)
+    with db.session() as s:
+        make_tree(s)
+    first = db.sessionmaker()
+    try:
+        audit.record(first, SYSTEM, "test.first", "x", 1)
+        with db.session() as second:
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            audit.record(second, SYSTEM, "test.second", "x", 2)
+        audit.record(first, SYSTEM, "test.first", "x", 3)
+        first.commit()
+    finally:
+        first.close()
+    chains = _chains(db)
+    assert chains["1"][0] == chains["3"][0] != chains["2"][0]
+    with db.session() as s:
+        assert audit.verify(s) == []
+    # deleting a record breaks the link of the next record of *its* chain, not of another
+    _tamper(db, f"DELETE FROM audit_record WHERE id = {chains['1'][1]}")
+    _tamper(db, f"UPDATE audit_record SET action = 'forged' WHERE id = {chains['2'][1]}")
+    with db.session() as s:
+        breaks = [(b.record_id, b.reason) for b in audit.verify(s)]
+    assert breaks == sorted([(chains["3"][1], "link"), (chains["2"][1], "content")])
+
+
+def test_a_rolled_back_savepoint_does_not_free_the_chain(db) -> None:
+    """The chain's lock is taken again for each record, so a savepoint that rolled back (and
+    released the lock it took) cannot let another writer link to the same predecessor."""
+    _postgresql_only(db)
+    with db.session() as s:
+        make_tree(s)
+    s = db.sessionmaker()
+    try:
+        savepoint = s.begin_nested()
+        audit.record(s, SYSTEM, "test.rolled_back", "x", 1)
+        savepoint.rollback()
+        rec = audit.record(s, SYSTEM, "test.kept", "x", 2)
+        with db.engine.connect() as other:
+            taken = other.execute(
+                text("SELECT pg_try_advisory_lock(:k, :c)"), {"k": audit.LOCK_KEY, "c": rec.chain}
+            ).scalar()
+            assert taken is False
+        s.commit()
+    finally:
+        s.close()
+    assert set(_chains(db)) == {"2"}
+    with db.session() as s:
+        assert audit.verify(s) == []

@@ -39,11 +39,18 @@ def _grant_and_key(client) -> str:
     res = client.post(
         "/api/v1/data/applications",
         headers=consumer,
-        json={"dataset": "population", "purpose": "困难群众走访", "fields": ["village", "age"], "until": UNTIL},
+        json={
+            "dataset": "population",
+            "purpose": "困难群众走访",
+            "fields": ["village", "age"],
+            "until": UNTIL,
+        },
     )
     assert res.status_code == 201, res.text
     res = client.post(
-        f"/api/v1/data/approvals/{res.json()['id']}/approve", headers=login_headers(client, "steward"), json={}
+        f"/api/v1/data/approvals/{res.json()['id']}/approve",
+        headers=login_headers(client, "steward"),
+        json={},
     )
     assert res.status_code == 200, res.text
     res = client.post("/api/v1/data/keys", headers=consumer, json={"name": "走访系统"})
@@ -61,7 +68,9 @@ def test_a_refused_request_keeps_the_data_and_the_requester_cannot_decide(client
     steward, admin = login_headers(client, "steward"), login_headers(client, "admin")
     before = _files("population")
     res = client.post(
-        "/api/v1/data/destructions", headers=steward, json={"dataset": "population", "reason": "业务系统已停用"}
+        "/api/v1/data/destructions",
+        headers=steward,
+        json={"dataset": "population", "reason": "业务系统已停用"},
     )
     assert res.status_code == 201, res.text
     d = res.json()
@@ -110,7 +119,9 @@ def test_approval_removes_the_files_certifies_their_hashes_and_ends_every_read(c
 
     steward, admin = login_headers(client, "steward"), login_headers(client, "admin")
     d = client.post(
-        "/api/v1/data/destructions", headers=steward, json={"dataset": "population", "reason": "保存期满，依法销毁"}
+        "/api/v1/data/destructions",
+        headers=steward,
+        json={"dataset": "population", "reason": "保存期满，依法销毁"},
     ).json()
     res = client.post(f"/api/v1/data/destructions/{d['id']}/approve", headers=admin, json={"reason": "同意"})
     assert res.status_code == 200, res.text
@@ -128,7 +139,9 @@ def test_approval_removes_the_files_certifies_their_hashes_and_ends_every_read(c
 
     # the certificate's digest is in the hash-chained audit log, and the chain holds
     with db.session() as s:
-        done = s.scalars(select(audit.AuditRecord).where(audit.AuditRecord.action == "data.destruction.done")).one()
+        done = s.scalars(
+            select(audit.AuditRecord).where(audit.AuditRecord.action == "data.destruction.done")
+        ).one()
         assert json.loads(done.diff)["_"]["certificate_sha256"] == cert["sha256"]
     assert client.post("/api/v1/audit/verify", headers=admin).json()["intact"] is True
 
@@ -178,13 +191,16 @@ def test_destroying_earlier_versions_keeps_the_current_one(client, access_world,
         json={"dataset": "population", "reason": "旧版本超过保存期限", "versions": [1]},
     ).json()
     assert d["scope"] == "versions" and d["versions"] == [1]
-    assert client.post(f"/api/v1/data/destructions/{d['id']}/approve", headers=admin, json={}).status_code == 200
+    assert (
+        client.post(f"/api/v1/data/destructions/{d['id']}/approve", headers=admin, json={}).status_code == 200
+    )
     cert = client.get(f"/api/v1/data/destructions/{d['id']}/certificate", headers=admin).json()
     assert {f["file"]: (f["bytes"], f["sha256"]) for f in cert["files"]} == v1
     assert not any("/v1/" in f for f in _files("population"))
-    versions = {v["version"]: v["state"] for v in client.get(
-        "/api/v1/data/datasets/population/versions", headers=steward
-    ).json()}
+    versions = {
+        v["version"]: v["state"]
+        for v in client.get("/api/v1/data/datasets/population/versions", headers=steward).json()
+    }
     assert versions == {1: "destroyed", 2: "ready"}
     res = client.get("/api/v1/data/datasets/population", headers=steward).json()
     assert res["state"] == "active" and res["rows"] == len(POPULATION_ROWS)
@@ -214,7 +230,9 @@ def test_the_retention_job_asks_but_never_destroys(access_world, db):
         lifecycle.refuse_destruction(s, access_world.actor(s, "steward"), d.id, reason="案件办理中，延长保存")
     with db.session() as s:
         assert lifecycle.check_retention(s) == 0
-        assert lifecycle.check_retention(s, now=utcnow() + timedelta(days=lifecycle.REFUSAL_HOLD_DAYS + 1)) == 1
+        assert (
+            lifecycle.check_retention(s, now=utcnow() + timedelta(days=lifecycle.REFUSAL_HOLD_DAYS + 1)) == 1
+        )
     # a request the system opened may be approved by the owner's steward
     with db.session() as s:
         d2 = s.scalars(select(Destruction).where(Destruction.state == "requested")).one()
@@ -266,7 +284,11 @@ def test_only_the_owner_and_the_bureau_see_destructions(client, loaded):
         assert client.get(f"/api/v1/data/destructions/{d['id']}", headers=headers).status_code == 404
         assert client.get("/api/v1/data/destructions", headers=headers).json()["total"] == 0
         res = client.post(
-            "/api/v1/data/destructions", headers=headers, json={"dataset": "population", "reason": "我要销毁它"}
+            "/api/v1/data/destructions",
+            headers=headers,
+            json={"dataset": "population", "reason": "我要销毁它"},
         )
         assert res.status_code in (403, 404)
-    assert client.get("/api/v1/data/destructions", headers=login_headers(client, "admin")).json()["total"] == 1
+    assert (
+        client.get("/api/v1/data/destructions", headers=login_headers(client, "admin")).json()["total"] == 1
+    )

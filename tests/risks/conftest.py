@@ -112,7 +112,7 @@ def add_event(
         level=Level.township,
         owner_org_id=world.tree.orgs[f"town{county}"].id,
         reported_at=at,
-        created_at=at,
+        created_at=at - timedelta(minutes=5),  # older than the cursor's gap grace
         accept_due_at=at + timedelta(hours=2),
     )
     session.add(e)

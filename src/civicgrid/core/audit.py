@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, Select, String, Text, select, text
+from sqlalchemy import ForeignKey, Index, Integer, Select, String, Text, insert, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
@@ -91,12 +91,14 @@ def record(
 ) -> AuditRecord:
     """Append one record in the caller's transaction (it commits or rolls back with the write)."""
     session.flush()  # take the write lock (SQLite) before reading the chain's head
-    chain = _lock_chain(session) if session.get_bind().dialect.name == "postgresql" else 0
+    conn = session.connection()
+    chain = _lock_chain(session) if conn.dialect.name == "postgresql" else 0
     # A statement of its own, after the lock: its snapshot sees the last committed holder's record.
+    table = AuditRecord.__table__
     prev = (
-        session.scalar(
-            select(AuditRecord.hash).where(AuditRecord.chain == chain).order_by(AuditRecord.id.desc()).limit(1)
-        )
+        conn.execute(
+            select(table.c.hash).where(table.c.chain == chain).order_by(table.c.id.desc()).limit(1)
+        ).scalar()
         or GENESIS
     )
     changes: dict[str, Any] = diff(before, after)
@@ -115,8 +117,11 @@ def record(
         prev_hash=prev,
     )
     rec.hash = _digest(rec)
-    session.add(rec)
-    session.flush()
+    # A Core insert on the session's connection, not a flush: the unit of work (and every
+    # flush listener) would cost more than the row. The returned record is not in the session.
+    rec.id = conn.execute(
+        insert(table).values({c.key: getattr(rec, c.key) for c in table.columns if c.key != "id"}).returning(table.c.id)
+    ).scalar_one()
     return rec
 
 

@@ -10,6 +10,7 @@ a key only open datasets' metadata and rows; with a consumer's data key what its
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections import Counter
@@ -34,6 +35,9 @@ NAMESPACE = uuid.UUID("6f1c6a52-8e0c-5b8e-9a37-3c1d2b7a4e10")  # CivicGrid's uui
 MAX_ROWS = 1000  # package_search rows
 MAX_LIMIT = 32000  # datastore_search limit (CKAN's ckan.datastore.search.rows_max default)
 DEFAULT_LIMIT = 100
+#: Calls a minute per client address without an API key (any action), unless set by
+#: CIVICGRID_CKAN_ANONYMOUS_PER_MINUTE. Keyed callers have their grant's limits instead.
+ANONYMOUS_PER_MINUTE = 120
 
 NOT_FOUND = "Not Found Error"
 VALIDATION = "Validation Error"
@@ -83,6 +87,28 @@ def invalid(field: str, message: str, **params: Any) -> CkanError:
 
 def denied(message: str, **params: Any) -> CkanError:
     return CkanError(AUTHORIZATION, message, 403, **params)
+
+
+def anonymous_per_minute() -> int:
+    """Calls a minute one client address may make without a key (CIVICGRID_CKAN_ANONYMOUS_PER_MINUTE)."""
+    try:
+        return max(1, int(os.environ.get("CIVICGRID_CKAN_ANONYMOUS_PER_MINUTE", "")))
+    except ValueError:
+        return ANONYMOUS_PER_MINUTE
+
+
+def rate_limited(per_minute: int, wait: int) -> CkanError:
+    """429 for anonymous callers over their limit, in CKAN's envelope, with Retry-After."""
+    err = CkanError(
+        AUTHORIZATION,
+        "Too many requests without an API key from your address (limit {rate} a minute); "
+        "retry in {seconds} s, or use an API key.",
+        429,
+        rate=per_minute,
+        seconds=wait,
+    )
+    err.retry_after = wait
+    return err
 
 
 def from_app_error(exc: AppError) -> CkanError:

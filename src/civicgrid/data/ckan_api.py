@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from civicgrid.core.deps import SessionDep
 from civicgrid.core.errors import AppError
-from civicgrid.data import ckan, keys
+from civicgrid.data import ckan, keys, metering
 
 router = APIRouter(tags=["ckan"])
 
@@ -59,7 +59,16 @@ async def _action(request: Request, session: SessionDep, action: str) -> JSONRes
 
 def _run(request: Request, session: SessionDep, action: str, params: dict[str, Any]) -> JSONResponse:
     try:
-        caller = ckan.caller_for(session, keys.key_from_headers(request.headers))
+        clear_key = keys.key_from_headers(request.headers)
+        if not clear_key:
+            _limit_anonymous(request, session)
+        try:
+            caller = ckan.caller_for(session, clear_key)
+        except ckan.CkanError:
+            # A key that does not resolve counts against the address too, so guessing keys
+            # is no way around the anonymous limit.
+            _limit_anonymous(request, session)
+            raise
         result = ckan.call(session, caller, str(request.base_url), action, params)
     except AppError as exc:
         err = ckan.from_app_error(exc)
@@ -70,6 +79,17 @@ def _run(request: Request, session: SessionDep, action: str, params: dict[str, A
     return JSONResponse(jsonable_encoder(body))
 
 
+def _limit_anonymous(request: Request, session: SessionDep) -> None:
+    """Calls without a (valid) key: `ckan.ANONYMOUS_PER_MINUTE` per client address (429 and
+    Retry-After beyond). The address is the socket's peer, or the client named by a trusted
+    proxy when uvicorn runs with --proxy-headers (see docs/data-sandbox.md)."""
+    address = request.client.host if request.client else "unknown"
+    per_minute = ckan.anonymous_per_minute()
+    wait = metering.limiter_for(session.get_bind()).take_bucket(("ckan-anonymous", address), per_minute)
+    if wait:
+        raise ckan.rate_limited(per_minute, wait)
+
+
 def _error(request: Request, session: SessionDep, action: str, err: ckan.CkanError) -> JSONResponse:
     session.rollback()  # a failed action changes nothing
     headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
@@ -77,11 +97,15 @@ def _error(request: Request, session: SessionDep, action: str, err: ckan.CkanErr
     return JSONResponse(body, status_code=err.status, headers=headers)
 
 
-for prefix in ("/api/3/action", "/api/action"):
-    router.add_api_route(
-        prefix + "/{action}",
-        _action,
-        methods=["GET", "POST"],
-        include_in_schema=prefix == "/api/3/action",
-        summary="CKAN action (package_search, package_show, datastore_search, …)",
-    )
+# One route per prefix and method, each with its own operation id: a route serving GET and
+# POST would give both the same id in /openapi.json (FastAPI warns about duplicates).
+for prefix, slug in (("/api/3/action", "ckan_action"), ("/api/action", "ckan_action_unversioned")):
+    for method in ("GET", "POST"):
+        router.add_api_route(
+            prefix + "/{action}",
+            _action,
+            methods=[method],
+            operation_id=f"{slug}_{method.lower()}",
+            include_in_schema=prefix == "/api/3/action",
+            summary="CKAN action (package_search, package_show, datastore_search, …)",
+        )

@@ -292,6 +292,12 @@ def _column_specs(ds: Dataset, header: Sequence[str]) -> list[ColumnSpec]:
     return specs
 
 
+def cluster_fields(ds: Dataset) -> list[str]:
+    """Fields a load sorts its rows by, so filtered reads on them skip most of the file:
+    those whose rules say `"cluster": true`, in field order (none by default)."""
+    return [f.name for f in ds.fields if service.rules_of(f).get("cluster")]
+
+
 def inferred_fields(columns: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Fields for a dataset registered without any: the sniffed columns, names made identifiers."""
     out: list[dict[str, Any]] = []
@@ -430,9 +436,11 @@ def run_load(
     sheet: str | None = None,
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
+    cluster_by: Sequence[str] | None = None,
 ) -> DataVersion:
     """Run a registered load to the end: ready and current, or failed (and raised) with the
-    previous version untouched."""
+    previous version untouched. `cluster_by`: fields to sort the rows by (default: the
+    fields whose rules say `"cluster": true`; see `cluster_fields`)."""
     eng = engine or service.engine()
     tracker = _Progress(db, version_id, progress)
     with db.session() as s:
@@ -458,8 +466,9 @@ def run_load(
             base_id = base.id if base else None
             previous = eng.version_files(base.path) if base and mode == "append" else []
             field_types = {f.name: str(f.type) for f in ds.fields}
+            cluster = list(cluster_by) if cluster_by is not None else cluster_fields(ds)
         tracker.estimate = src.estimated_rows
-        result = eng.load(src, specs, staging, progress=lambda n: tracker(n))
+        result = eng.load(src, specs, staging, progress=lambda n: tracker(n), cluster_by=cluster)
         _check_result(result, blocking, field_types)
         published = eng.publish(staging, name, version, previous)
         published_path = published.path
@@ -623,6 +632,7 @@ def ingest(
     source_name: str = "",
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
+    cluster_by: Sequence[str] | None = None,
 ) -> DataVersion:
     """Register and run one load (the CLI's and the API's entry point)."""
     with db.session() as s:
@@ -645,6 +655,7 @@ def ingest(
         sheet=sheet,
         progress=progress,
         engine=engine,
+        cluster_by=cluster_by,
     )
 
 

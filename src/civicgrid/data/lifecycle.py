@@ -318,7 +318,9 @@ def _decidable(session: Session, actor: Actor, destruction_id: int) -> tuple[Des
     d, ds = get_destruction(session, actor, destruction_id)
     if d.state != DestructionState.requested:
         raise Conflict(
-            "This destruction request was already decided ({state}).", error_code="decided", state=str(d.state)
+            "This destruction request was already decided ({state}).",
+            error_code="decided",
+            state=str(d.state),
         )
     if actor.username == d.requested_by:
         raise PermissionDenied(
@@ -401,7 +403,9 @@ def approve_destruction(
             reason=exc.translated(),
         ) from exc
     others = [
-        v for v in service.data_versions(session, ds) if v.state in HOLDING and v.id not in {t.id for t in targets}
+        v
+        for v in service.data_versions(session, ds)
+        if v.state in HOLDING and v.id not in {t.id for t in targets}
     ]
     now = utcnow()
     manifest = _manifest(ds, targets, others)
@@ -519,7 +523,11 @@ def carry_out(session: Session, d: Destruction) -> Destruction:
     for m in manifest:
         got = removed.get(m["file"])
         # Removed now (hash checked again by the engine), or earlier by an interrupted run.
-        state = "removed" if got is not None else ("absent" if not (eng.data_dir / m["file"]).exists() else "kept")
+        state = (
+            "removed"
+            if got is not None
+            else ("absent" if not (eng.data_dir / m["file"]).exists() else "kept")
+        )
         if got is not None and got["sha256"] != m["sha256"]:
             state = "removed_changed"  # the file changed between approval and removal
         files.append({**m, "removed": state})
@@ -529,7 +537,9 @@ def carry_out(session: Session, d: Destruction) -> Destruction:
             files.append({**f, "version": _version_of(name), "kept_in": [], "removed": "removed"})
     left = [f["file"] for f in files if f["removed"] == "kept"]
     if left:
-        raise Conflict("Some files could not be removed; the destruction stays open: {files}", files=", ".join(left))
+        raise Conflict(
+            "Some files could not be removed; the destruction stays open: {files}", files=", ".join(left)
+        )
     now = utcnow()
     d.state = DestructionState.done
     d.done_at = now
@@ -642,7 +652,7 @@ def check_retention(session: Session, now: datetime | None = None) -> int:
             ds,
             scope=item.scope,
             numbers=numbers,
-            reason=f"保存期限 {ds.retention_days} 天已满 (retention period of {ds.retention_days} days passed)",
+            reason=f"保存期限 {ds.retention_days} 天已满 (retention of {ds.retention_days} days passed)",
             origin="retention",
         )
         opened += 1
@@ -657,4 +667,3 @@ def check_retention(session: Session, now: datetime | None = None) -> int:
 def retention_job(session: Session) -> object:
     """Worker entry point (worker.Job)."""
     return check_retention(session)
-

@@ -7,8 +7,10 @@ lifespan shutdown so a clean stop loses nothing. A failed flush puts its counts 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -27,6 +29,9 @@ from civicgrid.data.models import Usage
 log = logging.getLogger("civicgrid.data.metering")
 
 CHANNELS = ("api", "ckan", "sandbox")
+#: Seconds a process trusts its cached stored total of a key's rows before reading it again:
+#: with several workers, a quota can be overrun by what the others served in about this long.
+STORED_TTL = 5.0
 # (key_id, dataset_id, day, channel); key_id None for reads without a key (sandbox, CKAN by session).
 CounterKey = tuple[int | None, int, date, str]
 
@@ -53,8 +58,10 @@ class Meter:
         self._pending_rows: dict[tuple[int | None, int, date], int] = {}
         # Rows of the batch being written: still counted until the stored totals include them.
         self._inflight_rows: dict[tuple[int | None, int, date], int] = {}
-        # Rows already stored per (key, dataset, day), all channels: learnt from flushes and reads.
-        self._stored: dict[tuple[int, int, date], int] = {}
+        # Rows already stored per (key, dataset, day), all channels, and when that was learnt
+        # (from a flush or a read). Re-read after STORED_TTL seconds: other processes of the
+        # deployment flush their reads too, and the quota must see them.
+        self._stored: dict[tuple[int, int, date], tuple[int, float]] = {}
 
     def count(
         self, key_id: int | None, dataset_id: int, channel: str, rows: int, day: date | None = None
@@ -78,18 +85,26 @@ class Meter:
         """Rows read today with this key from this dataset: stored plus not yet flushed."""
         day = day or local_day()
         sk = (key_id, dataset_id, day)
+        now = time.monotonic()
         with self._lock:
-            stored = self._stored.get(sk)
+            known = self._stored.get(sk)
             unflushed = self._pending_rows.get(sk, 0) + self._inflight_rows.get(sk, 0)
-        if stored is None:
-            stored = session.scalar(
+        if known is not None and now - known[1] <= STORED_TTL:
+            return known[0] + unflushed
+        # One indexed SUM per key and dataset every STORED_TTL seconds at most.
+        stored = int(
+            session.scalar(
                 select(func.coalesce(func.sum(Usage.rows), 0)).where(
                     Usage.key_id == key_id, Usage.dataset_id == dataset_id, Usage.day == day
                 )
             )
-            stored = int(stored or 0)
-            with self._lock:
-                self._stored.setdefault(sk, stored)
+            or 0
+        )
+        with self._lock:
+            current = self._stored.get(sk)
+            if current is None or current[1] < now:
+                self._stored[sk] = (stored, now)
+            unflushed = self._pending_rows.get(sk, 0) + self._inflight_rows.get(sk, 0)
         return stored + unflushed
 
     def flush(self, engine: Engine) -> int:
@@ -114,9 +129,10 @@ class Meter:
                     self._inflight_rows = {}
                 raise
             today = local_day()
+            at = time.monotonic()
             with self._lock:
                 for sk, rows in totals.items():
-                    self._stored[sk] = rows
+                    self._stored[sk] = (rows, at)
                 self._inflight_rows = {}
                 # Forget days that are over so the cache stays small.
                 for sk in [s for s in self._stored if s[2] < today - timedelta(days=1)]:
@@ -198,6 +214,16 @@ def flush_job(session: Session) -> int:
 
 
 # ---- rate limits ------------------------------------------------------------------------
+#
+# Decision (docs/decisions-data-speed.md): with CIVICGRID_REDIS_URL set, every process of a
+# deployment takes its tokens from the same buckets in Redis (one atomic script call, ~0.1 ms
+# on a LAN), so N uvicorn workers do not multiply a key's limit by N. Without it, buckets live
+# in the process — right for the default single-process `civicgrid serve`. If Redis cannot be
+# reached, a call falls back to the process's own buckets (limits then hold per process)
+# rather than refusing requests; the failure is logged at most once a minute.
+
+REDIS_URL_ENV = "CIVICGRID_REDIS_URL"
+BucketKey = tuple[Any, ...]
 
 
 @dataclass
@@ -207,43 +233,132 @@ class _Bucket:
 
 
 class RateLimiter:
-    """A token bucket per (key, dataset): `per_minute` calls, refilled evenly over the minute."""
+    """Token buckets in this process: `per_minute` calls, refilled evenly over the minute."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets: dict[tuple[int, int], _Bucket] = {}
+        self._buckets: dict[BucketKey, _Bucket] = {}
 
     def take(self, key_id: int, dataset_id: int, per_minute: int, now: float | None = None) -> int:
-        """0 when the call may go ahead, else the seconds to wait (for Retry-After)."""
+        """0 when a keyed call on a dataset may go ahead, else the seconds to wait (Retry-After)."""
+        return self.take_bucket((key_id, dataset_id), per_minute, now)
+
+    def take_bucket(self, bucket: BucketKey, per_minute: int, now: float | None = None) -> int:
+        """The same for any bucket (e.g. ("ckan-anonymous", address))."""
         now = time.monotonic() if now is None else now
         rate = per_minute / 60.0
         with self._lock:
-            b = self._buckets.get((key_id, dataset_id))
+            b = self._buckets.get(bucket)
             if b is None:
-                b = self._buckets[(key_id, dataset_id)] = _Bucket(float(per_minute), now)
+                b = self._buckets[bucket] = _Bucket(float(per_minute), now)
             b.tokens = min(float(per_minute), b.tokens + (now - b.at) * rate)
             b.at = now
             if b.tokens >= 1.0:
                 b.tokens -= 1.0
                 return 0
+            if len(self._buckets) > 100_000:
+                self._prune(now)
             return max(1, math.ceil((1.0 - b.tokens) / rate)) if rate > 0 else 60
 
-    def forget(self, keys: Iterable[tuple[int, int]]) -> None:
+    def _prune(self, now: float) -> None:
+        """Forget buckets idle for over a minute (full again anyway): anonymous addresses
+        would otherwise grow the map without bound."""
+        for k in [k for k, b in self._buckets.items() if now - b.at > 60]:
+            del self._buckets[k]
+
+    def forget(self, keys: Iterable[BucketKey]) -> None:
         with self._lock:
             for k in keys:
                 self._buckets.pop(k, None)
 
 
+# KEYS[1] bucket; ARGV[1] capacity (= per minute), ARGV[2] refill per second. Redis's own
+# clock, so workers on different machines agree. Returns 0, or the seconds to wait.
+_TOKEN_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil then tokens = cap; at = now end
+tokens = math.min(cap, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+elseif rate > 0 then
+  wait = math.max(1, math.ceil((1 - tokens) / rate))
+else
+  wait = 60
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 120)
+return wait
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    """Token buckets shared by every process through Redis; the in-process buckets it
+    inherits are the fallback while Redis cannot be reached."""
+
+    PREFIX = "civicgrid:ratelimit:"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis  # only deployments with CIVICGRID_REDIS_URL need the client
+
+        self.url = url
+        # Short timeouts: a slow Redis must not hold a request for long before the fallback.
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._script = self._redis.register_script(_TOKEN_BUCKET_LUA)
+        self._warned = 0.0
+
+    def take_bucket(self, bucket: BucketKey, per_minute: int, now: float | None = None) -> int:
+        if now is not None:  # tests drive the clock: the in-process buckets honour it
+            return super().take_bucket(bucket, per_minute, now)
+        name = self.PREFIX + ":".join(str(part) for part in bucket)
+        try:
+            return int(self._script(keys=[name], args=[int(per_minute), per_minute / 60.0]))
+        except Exception as exc:  # redis.RedisError, OSError: fall back, do not fail the call
+            if time.monotonic() - self._warned > 60:
+                self._warned = time.monotonic()
+                log.warning("rate limits held per process: Redis unavailable (%s)", type(exc).__name__)
+            return super().take_bucket(bucket, per_minute)
+
+    def forget(self, keys: Iterable[BucketKey]) -> None:
+        keys = list(keys)
+        super().forget(keys)
+        with contextlib.suppress(Exception):
+            names = [self.PREFIX + ":".join(str(p) for p in k) for k in keys]
+            if names:
+                self._redis.delete(*names)
+
+
 _limiters: weakref.WeakKeyDictionary[Engine, RateLimiter] = weakref.WeakKeyDictionary()
+_shared_limiters: dict[str, RedisRateLimiter] = {}
+
+
+def redis_url() -> str:
+    return os.environ.get(REDIS_URL_ENV, "").strip()
 
 
 def limiter_for(bind: Any) -> RateLimiter:
+    """The rate limiter: shared through Redis when CIVICGRID_REDIS_URL is set, else the
+    database's in-process one."""
+    url = redis_url()
+    if url:
+        lim = _shared_limiters.get(url)
+        if lim is None:
+            with _meters_lock:
+                lim = _shared_limiters.get(url) or _shared_limiters.setdefault(url, RedisRateLimiter(url))
+        return lim
     engine: Engine = bind.engine if hasattr(bind, "engine") else bind
-    lim = _limiters.get(engine)
-    if lim is None:
+    local = _limiters.get(engine)
+    if local is None:
         with _meters_lock:
-            lim = _limiters.setdefault(engine, RateLimiter())
-    return lim
+            local = _limiters.setdefault(engine, RateLimiter())
+    return local
 
 
 # ---- usage for charts -------------------------------------------------------------------

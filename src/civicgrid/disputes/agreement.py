@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -72,6 +73,11 @@ def render_agreement(session: Session, d: Dispute) -> bytes:
         *[_p(_party_line(p), body) for p in d.parties],
         _p("纠纷主要事实、争议事项：", head),
         _p(d.agreement_facts, body),
+        *(
+            [_p(f"争议金额：{Decimal(d.amount_cents) / 100:,.2f}元。", body)]
+            if d.amount_cents is not None
+            else []
+        ),
         _p(
             "经调解，当事人自愿达成如下协议："
             + (

@@ -1534,7 +1534,9 @@ def available_actions(session: Session, actor: Actor, d: Dispute) -> list[str]:
             continue
         if action == "close" and pending_follow_ups(session, d):
             continue
-        if action == "agree" and not session.scalar(select(func.count(Round.id)).where(Round.dispute_id == d.id)):
+        if action == "agree" and not session.scalar(
+            select(func.count(Round.id)).where(Round.dispute_id == d.id)
+        ):
             continue
         if action == "confirm" and all(p.confirmed_agreement_no == d.agreement_no for p in d.parties):
             continue

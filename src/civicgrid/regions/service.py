@@ -777,7 +777,7 @@ def _write(
 
 # One index per database (keyed by its URL). A write to regions in this process bumps the
 # database's version (on flush, commit and rollback); writes by other processes are noticed
-# through a fingerprint of the grid rows, re-read at most every FINGERPRINT_SECONDS.
+# through a fingerprint of the region rows, re-read at most every FINGERPRINT_SECONDS.
 FINGERPRINT_SECONDS = 5.0
 MAX_INDEXES = 8
 _CHANGED = "civicgrid.regions.changed"
@@ -786,8 +786,8 @@ _CHANGED = "civicgrid.regions.changed"
 @dataclass(frozen=True)
 class RegionRef:
     """What intake needs of a region, cached per grid with the index. Id, code, level and path
-    never change once a region exists (an import may rename it, so the name — used only in
-    messages — can lag in other processes until their index is rebuilt)."""
+    never change once a region exists; an import may rename it, which other processes notice
+    at their next fingerprint check (the name is used only in messages)."""
 
     id: int
     code: str
@@ -836,11 +836,8 @@ def _end_region_writes(session: Session) -> None:
 
 
 def _fingerprint(session: Session) -> tuple[Any, ...]:
-    row = session.execute(
-        select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at)).where(
-            Region.level == RegionLevel.grid
-        )
-    ).one()
+    # Every level, not only grids: the cached places carry the ancestors' names too.
+    row = session.execute(select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at))).one()
     return (row[0], row[1], str(row[2]))
 
 
