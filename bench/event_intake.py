@@ -59,6 +59,7 @@ from civicgrid.models import load_all
 from civicgrid.regions.models import Region, RegionLevel
 
 ROOT = Path(__file__).resolve().parent.parent
+WARM = 200  # warm-up reports per server (jieba's dictionary, the grid index, the first places)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -290,7 +291,7 @@ def start_server(
     args += ["--loop", "uvloop", "--http", "httptools", "--backlog", "2048"]
     prefix = py_spy_command(spy_out) if spy_out else []
     proc = subprocess.Popen([*prefix, sys.executable, *args], env=env, cwd=src or ROOT)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a loaded 2-core machine imports slowly
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
@@ -315,7 +316,9 @@ def stop_server(proc: subprocess.Popen[bytes], spied: bool = False) -> None:
 
 
 def login(base: str, username: str, password: str) -> str:
-    res = httpx.post(f"{base}/api/v1/accounts/login", json={"username": username, "password": password})
+    res = httpx.post(
+        f"{base}/api/v1/accounts/login", json={"username": username, "password": password}, timeout=120
+    )
     res.raise_for_status()
     return str(res.json()["token"])
 
@@ -615,7 +618,7 @@ def main() -> None:
         world = prepare(url, data_dir, args.prefill)
         print(f"prepared in {time.perf_counter() - t:.1f} s (prefill {args.prefill} events)", flush=True)
         runs = len(args.workers) * (1 + bool(args.factory) + bool(args.baseline_src))
-        bodies = make_bodies(world, 400 + args.requests * runs, seed=42)
+        bodies = make_bodies(world, WARM + args.requests * runs, seed=42)
         password = world["creds"]["grid_workers"]["password"]
         usernames = [f"gw{g[0]}" for g in world["grids"][: args.connections]]
 
@@ -644,7 +647,7 @@ def main() -> None:
                     tokens = [login(base, u, password) for u in usernames]
                     meter = CpuMeter(admin, name, server.pid)
                     # warm-up: jieba's dictionary, the grid index and the places of the grids
-                    warm = encode_posts(bodies[:400], tokens, port)
+                    warm = encode_posts(bodies[:WARM], tokens, port)
                     run_load(port, warm[:4], 1, 1, 300)
                     run_load(port, warm[4:], args.connections, args.client_procs, 60)
                     floor = run_load(port, encode_gets(20_000, port), args.connections, args.client_procs, 10)
@@ -652,7 +655,7 @@ def main() -> None:
                     results.append(floor)
                     print(json.dumps(floor), flush=True)
                     # fresh reports for every run, so each sees the same duplicate density
-                    reqs = encode_posts(bodies[400 + used : 400 + used + args.requests], tokens, port)
+                    reqs = encode_posts(bodies[WARM + used : WARM + used + args.requests], tokens, port)
                     used += args.requests
                     meter.start()
                     with WaitSampler(admin, name) as waits:

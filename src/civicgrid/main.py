@@ -142,6 +142,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     from civicgrid.events.open311 import api as open311_api
     from civicgrid.regions import api as regions_api
     from civicgrid.regions import web as regions_web
+    from civicgrid.risks import api as risks_api
+    from civicgrid.risks import web as risks_web
     from civicgrid.web import web as shell_web
 
     for router in (
@@ -155,6 +157,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         disputes_api.stats_router,
         open311_api.router,
         regions_api.router,
+        risks_api.router,
         data_api.router,
         access_api.router,
         sandbox_api.router,
@@ -167,6 +170,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         hotline_web.router,
         data_web.router,
         disputes_web.router,
+        risks_web.router,
         shell_web.router,
     ):
         app.include_router(router)

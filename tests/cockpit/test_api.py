@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
 
 import pytest
 from openpyxl import load_workbook
@@ -35,7 +34,9 @@ def test_no_panel_export_report_or_page_of_a_county_leader_shows_another_county(
     body = data.json()
     assert not [k for k, p in body["panels"].items() if "error" in p]
     no_other_county(data.text, "the analytic data")
-    no_other_county(client.get(f"/api/v1/cockpit/{county}/data?view=screen", headers=leader).text, "the screen")
+    no_other_county(
+        client.get(f"/api/v1/cockpit/{county}/data?view=screen", headers=leader).text, "the screen"
+    )
     for key, p in body["panels"].items():
         for fmt in ("csv", "xlsx"):
             res = client.get(f"/api/v1/cockpit/{county}/panels/{key}/export?format={fmt}", headers=leader)
@@ -96,7 +97,10 @@ def test_only_leaders_dispatchers_and_admins_open_the_cockpit(client, world):
         res = client.get(f"/api/v1/cockpit/{county}/data", headers=login_headers(client, who))
         assert res.status_code == 403, who
     town = world.code("town1")
-    assert client.get(f"/api/v1/cockpit/{town}/data", headers=login_headers(client, "dispatcher")).status_code == 200
+    assert (
+        client.get(f"/api/v1/cockpit/{town}/data", headers=login_headers(client, "dispatcher")).status_code
+        == 200
+    )
     login(client, "handler")
     assert "数字驾驶舱" not in client.get("/").text
     login(client, "leader")
@@ -125,7 +129,10 @@ def test_bad_filters_are_a_clear_422(client, world, leader, query, field):
 def test_a_village_has_no_cockpit_of_its_own_and_unknown_panels_are_404(client, world, leader):
     res = client.get(f"/api/v1/cockpit/{world.code('village1')}/data", headers=leader)
     assert res.status_code == 422 and "乡镇" in res.json()["error"]["message"]
-    assert client.get(f"/api/v1/cockpit/{world.code('county1')}/panels/nope.nope", headers=leader).status_code == 404
+    assert (
+        client.get(f"/api/v1/cockpit/{world.code('county1')}/panels/nope.nope", headers=leader).status_code
+        == 404
+    )
     assert client.get("/api/v1/cockpit/abc/data", headers=leader).status_code == 422
 
 
@@ -134,7 +141,10 @@ def test_exports_are_the_panels_table(client, world, leader):
     p = client.get(f"/api/v1/cockpit/{county}/panels/events.overdue", headers=leader).json()
     res = client.get(f"/api/v1/cockpit/{county}/panels/events.overdue/export?format=csv", headers=leader)
     assert res.headers["content-type"].startswith("text/csv")
-    assert "attachment" in res.headers["content-disposition"] and "events.overdue" in res.headers["content-disposition"]
+    assert (
+        "attachment" in res.headers["content-disposition"]
+        and "events.overdue" in res.headers["content-disposition"]
+    )
     assert res.content.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(res.content.decode("utf-8-sig"))))
     assert rows[0][0] == "事件编号" and rows[1][0] == world.numbers["C"]
@@ -189,5 +199,3 @@ def xlsx_text(content: bytes) -> str:
 
 def pdf_text(content: bytes) -> str:
     return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(content)).pages)
-
-

@@ -109,7 +109,9 @@ def test_the_map_shades_children_and_drills_down_to_a_grid(world):
     assert len(m["extra"]["points"]) == 5
     assert [c["code"] for c in m["extra"]["crumbs"]] == [world.code("county1")]  # the city is above the scope
     grid = panel(world, "events.map", region=world.code("grid1a"))
-    assert grid["extra"]["focus"] == world.code("grid1a") and grid["extra"]["parent"] == world.code("village1")
+    assert grid["extra"]["focus"] == world.code("grid1a") and grid["extra"]["parent"] == world.code(
+        "village1"
+    )
     assert [r[0] for r in grid["rows"]] == [world.code("grid1a")]
     assert sorted(p[2] for p in grid["extra"]["points"]) == sorted(world.numbers[k] for k in "ASP")
     assert [c["code"] for c in grid["extra"]["crumbs"]] == [

@@ -40,7 +40,10 @@ def test_the_cockpit_is_the_readers_region_and_nothing_outside_it(world):
         {"platform": "roads"},
         {"category": "9999"},
         {"org": "no-such-org"},
-        {"first": stats.window().last, "last": stats.window().first - __import__("datetime").timedelta(days=1)},
+        {
+            "first": stats.window().last,
+            "last": stats.window().first - __import__("datetime").timedelta(days=1),
+        },
     ],
 )
 def test_a_bad_filter_is_a_clear_invalid(world, kw):
@@ -158,7 +161,9 @@ def test_a_failing_panel_shows_its_error_and_the_others_still_come(world):
     bad = Panel("tests.broken", "Broken", Kind.number, broken)
     with world.db.session() as s:
         actor = world.actor(s, "leader")
-        out = cockpit.compute_many(s, [bad, cockpit.get_panel(actor, "events.flow")], ctx_for(s, world, "leader"))
+        out = cockpit.compute_many(
+            s, [bad, cockpit.get_panel(actor, "events.flow")], ctx_for(s, world, "leader")
+        )
     assert out["tests.broken"]["error"]
     assert "error" not in out["events.flow"]
 

@@ -70,7 +70,13 @@ def test_places_follow_a_region_import(world):
     with db.session() as s:
         try:
             service.create_event(
-                s, grid_worker, category_code="0102", lon=2.5, lat=2.5, description="垃圾", channel=Channel.api
+                s,
+                grid_worker,
+                category_code="0102",
+                lon=2.5,
+                lat=2.5,
+                description="垃圾",
+                channel=Channel.api,
             )
             raise AssertionError("an event without an office must be refused")
         except Invalid as err:
@@ -103,7 +109,13 @@ def test_the_report_is_audited_and_numbered_in_order(world):
         actor = world.actor(s, "grid_worker")
         numbers = [
             service.create_event(
-                s, actor, category_code="0102", lon=2.5, lat=1.0 + i, description=f"垃圾{i}", channel=Channel.api
+                s,
+                actor,
+                category_code="0102",
+                lon=2.5,
+                lat=1.0 + i,
+                description=f"垃圾{i}",
+                channel=Channel.api,
             ).number
             for i in range(3)
         ]

@@ -306,7 +306,6 @@ def rebuild_equals_incremental(db) -> None:
         rollups.rebuild(s)
         rebuilt = rollups.snapshot(s)
         s.rollback()
-    print("DEBUG2", len(kept), len(rebuilt), rebuilt == kept, sum(v[3] for v in kept.values()), sum(v[3] for v in rebuilt.values()))
     assert rebuilt == kept
 
 
@@ -389,7 +388,7 @@ def take_a_step(world, data, clock, number: str, numbers: list[str]) -> bool:
 # The database outlives each example (as in test_state_machine), so shrinking cannot replay an
 # example faithfully: generate only, and report the first failing sequence as drawn.
 @settings(
-    max_examples=10,
+    max_examples=8,
     deadline=None,
     phases=(Phase.explicit, Phase.generate),
     suppress_health_check=[HealthCheck.function_scoped_fixture],
@@ -452,16 +451,6 @@ def test_rollups_equal_the_events_after_any_sequence(world, clock, data):
         win = data.draw(st.sampled_from(wins), label="window")
         check_everything(s, actor, win, stats.filters(s, **f), clock.now, scope[1])
     rebuild_equals_incremental(db)
-    with db.session() as s:
-        import collections
-
-        evs = list(s.scalars(select(Event)))
-        print(
-            "DEBUG",
-            collections.Counter(str(e.state) for e in evs),
-            sum(1 for e in evs if e.rework_count and e.closed_at),
-            sum(e.handback_count for e in evs),
-        )
 
 
 def test_windows_read_whole_months_and_ragged_days():
@@ -502,3 +491,37 @@ def test_cockpit_rebuild_command_recomputes_in_one_go(world, monkeypatch):
     assert "rows" in res.output
     with world.db.session() as s:
         assert rollups.snapshot(s) == before
+
+
+def test_concurrent_writers_add_up(world):
+    """Reports and steps in parallel transactions touch the same rollup rows; the increments
+    (INSERT … ON CONFLICT DO UPDATE) lose nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> None:
+        for attempt in range(20):
+            try:
+                with world.db.session() as s:
+                    n = service.create_event(
+                        s,
+                        world.actor(s, "resident"),
+                        category_code="0102",
+                        lon=2.5,
+                        lat=2.5,
+                        description=f"暴露垃圾{i}",
+                        channel=Channel.web,
+                    ).number
+                    actions.act(s, world.actor(s, "dispatcher"), n, "accept")
+                return
+            except Exception:  # SQLite's single writer may time out under a busy machine: retry
+                if attempt == 19:
+                    raise
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(12)))
+    with world.db.session() as s:
+        admin = world.actor(s, "admin")
+        m = stats.summary(s, admin, stats.window())["metrics"]
+        assert m["accepted"] == 12
+        assert stats.funnel(s, admin, stats.window())["by_state"]["accepted"] == 12
+    rebuild_equals_incremental(world.db)

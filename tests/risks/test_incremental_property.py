@@ -79,7 +79,6 @@ def _check(session: Session, world: World, history: list[dict[str, Any]], order:
     for model in (WarningEvidence, WarningEntry, Warning):
         session.execute(delete(model))
     service.full_pass(session, now=NOW)
-    print("STATE", len(incremental), len(_state(session)), _state(session) == incremental)
     assert _state(session) == incremental
 
 

@@ -27,9 +27,15 @@ def context_of(
     session: SessionDep,
     actor: Reader,
     code: Code,
-    first: Annotated[date | None, Query(alias="from", description="First local date (default: the 1st of this month).")] = None,
-    last: Annotated[date | None, Query(alias="to", description="Last local date, included (default: today).")] = None,
-    platform: Annotated[str | None, Query(max_length=16, description="safety, market, enforcement or service.")] = None,
+    first: Annotated[
+        date | None, Query(alias="from", description="First local date (default: the 1st of this month).")
+    ] = None,
+    last: Annotated[
+        date | None, Query(alias="to", description="Last local date, included (default: today).")
+    ] = None,
+    platform: Annotated[
+        str | None, Query(max_length=16, description="safety, market, enforcement or service.")
+    ] = None,
     category: Annotated[str | None, Query(max_length=16, description="Sub-class or big-class code.")] = None,
     org: Annotated[str | None, Query(max_length=64, description="Lead department's org code.")] = None,
 ) -> Context:
@@ -96,12 +102,17 @@ def export_panel(
     """The panel's table as CSV (UTF-8 with BOM) or Excel: exactly the rows the chart draws."""
     p = service.compute(session, service.get_panel(actor, key), ctx)
     body = export.csv_bytes(p) if format == "csv" else export.xlsx_bytes(p)
-    name = export.filename(p, ctx.region.code, ctx.window.first.isoformat(), ctx.window.last.isoformat(), format)
+    name = export.filename(
+        p, ctx.region.code, ctx.window.first.isoformat(), ctx.window.last.isoformat(), format
+    )
     return Response(body, media_type=export.FORMATS[format], headers=_attachment(name))
 
 
 def _attachment(name: str) -> dict[str, str]:
-    return {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "private, no-store"}
+    return {
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+        "Cache-Control": "private, no-store",
+    }
 
 
 @router.get("/{code}/report.pdf")

@@ -58,12 +58,12 @@ class Memo:
     def get(self, name: str, compute: Callable[[], T]) -> T:
         with self._lock:
             if name in self._values:
-                return self._values[name]  # type: ignore[no-any-return]
+                return self._values[name]
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
             with self._lock:
                 if name in self._values:
-                    return self._values[name]  # type: ignore[no-any-return]
+                    return self._values[name]
             value = compute()
             with self._lock:
                 self._values[name] = value

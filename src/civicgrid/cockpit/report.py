@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from typing import Any
+from xml.sax.saxutils import escape
 
 from reportlab.graphics.charts.legends import Legend
 from reportlab.graphics.charts.lineplots import LinePlot
@@ -19,7 +20,6 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import KeepInFrame, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-from xml.sax.saxutils import escape
 
 from civicgrid.core.i18n import gettext as _
 from civicgrid.core.pdf import cjk_font, styles
@@ -28,6 +28,8 @@ TABLE_ROWS = 8  # rows of a panel's table in the report
 LIST_ROWS = 5
 SERIES_COLOURS = [colors.HexColor(c) for c in ("#1d4f91", "#2f9e44", "#e8590c", "#862e9c", "#c92a2a")]
 COLUMNS_PER_ROW = 3
+LINE = colors.HexColor("#d9e2ec")
+BOXED = [("BOX", (0, 0), (-1, -1), 0.25, LINE), ("INNERGRID", (0, 0), (-1, -1), 0.25, LINE)]
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -44,9 +46,14 @@ def _fmt(value: Any, unit: str) -> str:
 
 def _style(size: float, bold: bool = False, colour: Any = colors.black) -> ParagraphStyle:
     return ParagraphStyle(
-        f"s{size}{bold}", parent=styles()["Normal"], fontName=cjk_font(), fontSize=size,
-        leading=size * 1.25, textColor=colour, wordWrap="CJK",
-    )  # fmt: skip
+        f"s{size}{bold}",
+        parent=styles()["Normal"],
+        fontName=cjk_font(),
+        fontSize=size,
+        leading=size * 1.25,
+        textColor=colour,
+        wordWrap="CJK",
+    )
 
 
 def _p(text: Any, size: float = 7, **kw: Any) -> Paragraph:
@@ -54,21 +61,21 @@ def _p(text: Any, size: float = 7, **kw: Any) -> Paragraph:
 
 
 def _figures(panels: list[dict[str, Any]]) -> Table | None:
-    cells = []
+    cells: list[Any] = []
     for p in panels:
         row = p["rows"][0] if p.get("rows") else []
         for col, value in zip(p["columns"], row, strict=False):
             unit = col["unit"]
-            cells.append([_p(_fmt(value, unit), 12, colour=colors.HexColor("#1d4f91")), _p(col["label"], 6.5)])
+            cells.append(
+                [_p(_fmt(value, unit), 12, colour=colors.HexColor("#1d4f91")), _p(col["label"], 6.5)]
+            )
     if not cells:
         return None
     per_row = 10
     grid = [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
     grid[-1] += [""] * (per_row - len(grid[-1]))
     t = Table([[Table([[c[0]], [c[1]]]) if c else "" for c in line] for line in grid])
-    t.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#d9e2ec")),
-                           ("INNERGRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#d9e2ec")),
-                           ("VALIGN", (0, 0), (-1, -1), "TOP")]))  # fmt: skip
+    t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *BOXED]))
     return t
 
 
@@ -95,11 +102,20 @@ def _line_chart(p: dict[str, Any], width: float) -> Drawing:
     legend.fontName, legend.fontSize = cjk_font(), 5.5
     legend.columnMaximum, legend.deltax, legend.dx, legend.dy = 1, 55, 6, 4
     legend.alignment = "right"
-    legend.colorNamePairs = [(SERIES_COLOURS[j % len(SERIES_COLOURS)], c["label"]) for j, c in enumerate(cols)]
+    legend.colorNamePairs = [
+        (SERIES_COLOURS[j % len(SERIES_COLOURS)], c["label"]) for j, c in enumerate(cols)
+    ]
     d.add(legend)
     total = [sum((r[j + 1] or 0) for r in rows) for j in range(len(cols))]
-    d.add(String(28, 88, "  ".join(f"{c['label']} {t:,}" for c, t in zip(cols, total, strict=True)),
-                 fontName=cjk_font(), fontSize=6))  # fmt: skip
+    d.add(
+        String(
+            28,
+            88,
+            "  ".join(f"{c['label']} {t:,}" for c, t in zip(cols, total, strict=True)),
+            fontName=cjk_font(),
+            fontSize=6,
+        )
+    )
     return d
 
 
@@ -110,8 +126,11 @@ def _table(p: dict[str, Any], width: float) -> Any:
         rows = sorted(p["rows"], key=lambda r: -(r[2] or 0))[:TABLE_ROWS]
     if p["kind"] == "gauge" and rows:
         value, target = (rows[0] + [None])[:2]
-        text = _("{value} (target {target})", value=_fmt(None if value is None else value * 100, "%"),
-                 target=_fmt(None if target is None else target * 100, "%"))  # fmt: skip
+        text = _(
+            "{value} (target {target})",
+            value=_fmt(None if value is None else value * 100, "%"),
+            target=_fmt(None if target is None else target * 100, "%"),
+        )
         return _p(text, 11, colour=colors.HexColor("#1d4f91"))
     head = [_p(p["columns"][i]["label"], 6, bold=True) for i in keep]
     body = [[_p(_fmt(r[i], p["columns"][i]["unit"]), 6) for i in keep] for r in rows]
@@ -120,10 +139,17 @@ def _table(p: dict[str, Any], width: float) -> Any:
     first = width * 0.4 if len(keep) > 1 else width
     rest = (width - first) / max(1, len(keep) - 1)
     t = Table([head, *body], colWidths=[first] + [rest] * (len(keep) - 1), repeatRows=1)
-    t.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f0f4f8")),
-                           ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#d9e2ec")),
-                           ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                           ("VALIGN", (0, 0), (-1, -1), "TOP")]))  # fmt: skip
+    t.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f0f4f8")),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#d9e2ec")),
+                ("TOPPADDING", (0, 0), (-1, -1), 1),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
     return t
 
 
@@ -133,17 +159,27 @@ def render_pdf(*, title: str, subtitle: str, panels: list[dict[str, Any]]) -> by
     page_w, page_h = landscape(A4)
     margin = 10 * mm
     doc = SimpleDocTemplate(
-        buf, pagesize=landscape(A4), leftMargin=margin, rightMargin=margin, topMargin=margin,
-        bottomMargin=margin, title=title, author="CivicGrid",
-    )  # fmt: skip
+        buf,
+        pagesize=landscape(A4),
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=margin,
+        bottomMargin=margin,
+        title=title,
+        author="CivicGrid",
+    )
     width = page_w - 2 * margin
     ok = [p for p in panels if "error" not in p]
-    story: list[Any] = [_p(title, 15, bold=True), _p(subtitle, 7.5, colour=colors.HexColor("#52606d")), Spacer(1, 4)]
+    story: list[Any] = [
+        _p(title, 15, bold=True),
+        _p(subtitle, 7.5, colour=colors.HexColor("#52606d")),
+        Spacer(1, 4),
+    ]
     figures = _figures([p for p in ok if p["kind"] == "number"])
     if figures is not None:
         story += [figures, Spacer(1, 6)]
     cell_w = width / COLUMNS_PER_ROW - 6
-    cells = []
+    cells: list[Any] = []
     for p in ok:
         if p["kind"] == "number":
             continue
@@ -152,11 +188,11 @@ def render_pdf(*, title: str, subtitle: str, panels: list[dict[str, Any]]) -> by
     grid = [cells[i : i + COLUMNS_PER_ROW] for i in range(0, len(cells), COLUMNS_PER_ROW)]
     if grid:
         grid[-1] += [""] * (COLUMNS_PER_ROW - len(grid[-1]))
-        t = Table([[Table([[c[0]], [c[1]]]) if c else "" for c in line] for line in grid],
-                  colWidths=[width / COLUMNS_PER_ROW] * COLUMNS_PER_ROW)  # fmt: skip
-        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
-                               ("BOX", (0, 0), (-1, -1), 0.25, colors.HexColor("#d9e2ec")),
-                               ("INNERGRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#d9e2ec"))]))  # fmt: skip
+        t = Table(
+            [[Table([[c[0]], [c[1]]]) if c else "" for c in line] for line in grid],
+            colWidths=[width / COLUMNS_PER_ROW] * COLUMNS_PER_ROW,
+        )
+        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *BOXED]))
         story.append(t)
     footer = _("Definitions of every number: docs/metrics.md and docs/cockpit.md. Generated by CivicGrid.")
     story += [Spacer(1, 4), _p(footer, 6, colour=colors.HexColor("#829ab1"))]

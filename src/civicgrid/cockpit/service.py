@@ -164,7 +164,10 @@ def context_for(
         raise Invalid("Choose a platform.", field="platform")
     try:
         f = stats.filters(
-            session, platform=Platform(platform) if platform else None, category=category or None, org=org or None
+            session,
+            platform=Platform(platform) if platform else None,
+            category=category or None,
+            org=org or None,
         )
     except NotFound:
         raise Invalid("Unknown event category {code}.", code=category, field="category") from None
@@ -178,14 +181,6 @@ def context_for(
         now=now,
     )
     return replace(ctx, memo=CACHE.memo(_key(session, ctx)))
-
-
-def region_context(ctx: Context, session: Session, code: str) -> Context:
-    """The same period and filters about another region of the reader's scope (the map's
-    drill-down goes to villages and grids too)."""
-    region = regions.get_in_scope(session, ctx.actor, code)
-    new = replace(ctx, region=region, memo=None)
-    return replace(new, memo=CACHE.memo(_key(session, new)))
 
 
 def _key(session: Session, ctx: Context) -> tuple[Any, ...]:
@@ -237,7 +232,12 @@ def compute_many(session: Session, panels: Iterable[Panel], ctx: Context) -> dic
         try:
             out[p.key] = compute(session, p, ctx)
         except AppError as exc:
-            out[p.key] = {"key": p.key, "title": gettext(p.title), "kind": str(p.kind), "error": exc.translated()}
+            out[p.key] = {
+                "key": p.key,
+                "title": gettext(p.title),
+                "kind": str(p.kind),
+                "error": exc.translated(),
+            }
         except Exception:
             log.exception("cockpit panel %s failed", p.key)
             out[p.key] = {
@@ -307,6 +307,5 @@ __all__ = [
     "context_for",
     "get_panel",
     "panel_dict",
-    "region_context",
     "visible_panels",
 ]

@@ -56,7 +56,11 @@ def _presets(ctx: Context) -> list[tuple[str, str, bool]]:
     ]
     base = {k: v for k, v in _query(ctx).items() if k not in ("from", "to")}
     return [
-        (label, urlencode({**base, "from": a.isoformat(), "to": b.isoformat()}), (a, b) == (ctx.window.first, ctx.window.last))
+        (
+            label,
+            urlencode({**base, "from": a.isoformat(), "to": b.isoformat()}),
+            (a, b) == (ctx.window.first, ctx.window.last),
+        )
         for label, a, b in spans
     ]
 

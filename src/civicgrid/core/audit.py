@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, Select, String, Text, insert, select, text
+from sqlalchemy import ForeignKey, Index, Integer, Select, String, Table, Text, insert, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
@@ -94,7 +94,7 @@ def record(
     conn = session.connection()
     chain = _lock_chain(session) if conn.dialect.name == "postgresql" else 0
     # A statement of its own, after the lock: its snapshot sees the last committed holder's record.
-    table = AuditRecord.__table__
+    table: Table = AuditRecord.__table__  # type: ignore[assignment]
     prev = (
         conn.execute(
             select(table.c.hash).where(table.c.chain == chain).order_by(table.c.id.desc()).limit(1)
@@ -120,7 +120,9 @@ def record(
     # A Core insert on the session's connection, not a flush: the unit of work (and every
     # flush listener) would cost more than the row. The returned record is not in the session.
     rec.id = conn.execute(
-        insert(table).values({c.key: getattr(rec, c.key) for c in table.columns if c.key != "id"}).returning(table.c.id)
+        insert(table)
+        .values({c.key: getattr(rec, c.key) for c in table.columns if c.key != "id"})
+        .returning(table.c.id)
     ).scalar_one()
     return rec
 

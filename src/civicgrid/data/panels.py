@@ -51,7 +51,9 @@ def _datasets(session: Session, ctx: Context) -> dict[int, int]:
     return ctx.shared("data.datasets", compute)
 
 
-def usage(session: Session, ctx: Context, first: date, last: date) -> list[tuple[date, str, int | None, int, int]]:
+def usage(
+    session: Session, ctx: Context, first: date, last: date
+) -> list[tuple[date, str, int | None, int, int]]:
     """(day, channel, consumer org id or None, calls, rows) for the region's datasets, stored and
     still in the meter."""
     ids = _datasets(session, ctx)
@@ -63,7 +65,9 @@ def usage(session: Session, ctx: Context, first: date, last: date) -> list[tuple
         .where(Usage.dataset_id.in_(ids), Usage.day >= first, Usage.day <= last)
         .group_by(Usage.day, Usage.channel, ApiKey.org_id)
     )
-    found = [(d, str(ch), org, int(c or 0), int(r or 0)) for d, ch, org, c, r in session.execute(stmt)]
+    found: list[tuple[date, str, int | None, int, int]] = [
+        (d, str(ch), org, int(c or 0), int(r or 0)) for d, ch, org, c, r in session.execute(stmt)
+    ]
     pending = {
         k: v
         for k, v in metering.meter_for(session.get_bind()).pending().items()

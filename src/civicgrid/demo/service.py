@@ -383,7 +383,10 @@ def load_demo(
 
     seed_catalogue(session, SYSTEM)
     if events:
+        from civicgrid.events import rollups
+
         generate_events(session, count=events, seed=seed, days=DEMO_EVENT_DAYS)
+        rollups.rebuild(session)  # the generator writes rows below the ORM: count them once
     creds: dict[str, Any] = {
         "base_url": BASE_URL,
         "jurisdiction": {"code": city.code, "name": city.name, "grids": grids, "seed": seed},
@@ -394,6 +397,9 @@ def load_demo(
     from civicgrid.disputes.demo import load_demo_disputes
 
     load_demo_disputes(session)  # a handful of mediation cases in 椒江区 (disputes/demo.py)
+    from civicgrid.demo import datasets as demo_datasets
+
+    demo_datasets.load(session, creds, seed=seed)  # the data platform's datasets (demo/datasets.py)
     audit.record(
         session,
         SYSTEM,

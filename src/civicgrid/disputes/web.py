@@ -315,6 +315,13 @@ def _case_context(session: Session, actor: Actor, d: Dispute) -> dict[str, Any]:
     names = service.user_names(session, [x.recorded_by for x in service.rounds(session, d)])
     r["registered_local"] = service.local_time(d.registered_at)
     r["agreed_local"] = service.local_time(d.agreed_at)
+    # Linked, not copied: a case taken from an event shows the event's own description.
+    r["event_description"] = ""
+    if r["event_number"]:
+        try:
+            r["event_description"] = events.get_event(session, actor, r["event_number"]).description
+        except NotFound:  # the reader may not see the event (outside their scope)
+            pass
     return {
         "r": r,
         "rounds": [

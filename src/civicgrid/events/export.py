@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextvars
 import csv
 import io
-import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from xml.sax.saxutils import escape
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy import event as sa_event
@@ -380,29 +379,113 @@ def csv_chunks(db: Database, actor: Actor, stmt: Select[Any]) -> Iterator[bytes]
     yield buf.getvalue().encode("utf-8")
 
 
-def _xlsx_value(ws: Any, value: Any) -> Any:
-    """A value as openpyxl writes it: text beginning with "=" would become a formula, so it goes
-    in a cell typed as string; other values are written as they are (cheaper than a cell each)."""
-    if not isinstance(value, str):
-        return value
-    if ILLEGAL_CHARACTERS_RE.search(value):
-        value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    if value.startswith("="):
-        cell = WriteOnlyCell(ws, value=value)
-        cell.data_type = "s"
-        return cell
-    return value
+# ---- Excel, streamed ----------------------------------------------------------------------------
+# An .xlsx is a zip of XML parts. openpyxl can only write the zip when the workbook is complete
+# (≈30 s for 100,000 rows before the first byte); here the zip is written into a sink that the
+# response drains as it goes: the fixed parts first (the first bytes leave before any row is
+# read), then the sheet, compressed on the fly, batch by batch. zipfile writes to an unseekable
+# stream with data descriptors, which Excel, LibreOffice and openpyxl read.
+
+_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PKG = "http://schemas.openxmlformats.org/package/2006"
+_XML = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+_RELS_CT = "application/vnd.openxmlformats-package.relationships+xml"
+
+
+def _fixed_parts(sheet_name: str) -> list[tuple[str, str]]:
+    return [
+        (
+            "[Content_Types].xml",
+            f'<Types xmlns="{_PKG}/content-types">'
+            f'<Default Extension="rels" ContentType="{_RELS_CT}"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            f'<Override PartName="/xl/workbook.xml" ContentType="{_CT}.sheet.main+xml"/>'
+            f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{_CT}.worksheet+xml"/>'
+            f'<Override PartName="/xl/styles.xml" ContentType="{_CT}.styles+xml"/></Types>',
+        ),
+        (
+            "_rels/.rels",
+            f'<Relationships xmlns="{_PKG}/relationships"><Relationship Id="rId1" '
+            f'Type="{_REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        ),
+        (
+            "xl/workbook.xml",
+            f'<workbook xmlns="{_NS}" xmlns:r="{_REL}"><sheets>'
+            f'<sheet name="{escape(sheet_name[:31], {chr(34): "&quot;"})}" sheetId="1" r:id="rId1"/>'
+            "</sheets></workbook>",
+        ),
+        (
+            "xl/_rels/workbook.xml.rels",
+            f'<Relationships xmlns="{_PKG}/relationships">'
+            f'<Relationship Id="rId1" Type="{_REL}/worksheet" Target="worksheets/sheet1.xml"/>'
+            f'<Relationship Id="rId2" Type="{_REL}/styles" Target="styles.xml"/></Relationships>',
+        ),
+        (
+            "xl/styles.xml",
+            f'<styleSheet xmlns="{_NS}"><fonts count="1"><font><sz val="11"/><name val="Calibri"/></font>'
+            '</fonts><fills count="2"><fill><patternFill patternType="none"/></fill><fill>'
+            '<patternFill patternType="gray125"/></fill></fills><borders count="1"><border><left/>'
+            '<right/><top/><bottom/><diagonal/></border></borders><cellStyleXfs count="1">'
+            '<xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs><cellXfs count="1">'
+            '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs>'
+            '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+            "</styleSheet>",
+        ),
+    ]
+
+
+def _xlsx_cell(value: Any) -> str:
+    """One cell. Text is an inline string — never a formula, even when it begins with "=" —
+    without the characters XML cannot hold; numbers stay numbers."""
+    if isinstance(value, bool):
+        return f'<c t="b"><v>{int(value)}</v></c>'
+    if isinstance(value, int | float):
+        return f"<c><v>{value!r}</v></c>"
+    text = ILLEGAL_CHARACTERS_RE.sub("", str(value))
+    if not text:
+        return "<c/>"
+    return f'<c t="inlineStr"><is><t xml:space="preserve">{escape(text)}</t></is></c>'
+
+
+def _xlsx_row(number: int, values: list[Any]) -> str:
+    return f'<row r="{number}">' + "".join(_xlsx_cell(v) for v in values) + "</row>"
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable file that keeps what was written until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
 
 
 def xlsx_chunks(db: Database, actor: Actor, stmt: Select[Any]) -> Iterator[bytes]:
-    """An .xlsx built with openpyxl's write-only mode (rows go to disk, not memory), then streamed."""
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(gettext("Events"))
-    ws.append([gettext(label) for _key, label in COLUMNS])
-    for row in _rows(db, actor, stmt):
-        ws.append([_xlsx_value(ws, v) for v in row])
-    with tempfile.TemporaryFile() as fp:
-        wb.save(fp)
-        fp.seek(0)
-        while chunk := fp.read(256 * 1024):
-            yield chunk
+    """The .xlsx written as it streams: the first bytes before any row is read, then a chunk per
+    BATCH rows, in memory no more than a batch."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for name, xml in _fixed_parts(gettext("Events")):
+            zf.writestr(name, _XML + xml)
+        yield sink.take()
+        with zf.open("xl/worksheets/sheet1.xml", "w") as sheet:
+            sheet.write(f'{_XML}<worksheet xmlns="{_NS}"><sheetData>'.encode())
+            sheet.write(_xlsx_row(1, [gettext(label) for _key, label in COLUMNS]).encode())
+            for i, row in enumerate(_rows(db, actor, stmt), start=2):
+                sheet.write(_xlsx_row(i, row).encode())
+                if i % BATCH == 0 and (chunk := sink.take()):
+                    yield chunk
+            sheet.write(b"</sheetData></worksheet>")
+    yield sink.take()

@@ -503,7 +503,7 @@ def worker_activity(session: Session, ctx: Context) -> dict[str, Any]:
             )
             .group_by(Event.reporter_user_id)
         )
-        counts = {int(r[0]): [int(n) for n in r[1:]] for r in session.execute(stmt)}
+        counts = {int(r[0] or 0): [int(n) for n in r[1:]] for r in session.execute(stmt)}
     rows = []
     for uid, w in by_user.items():
         c = counts.get(uid, [0] * ACTIVITY_WEEKS)
@@ -567,7 +567,7 @@ def idle_grids(session: Session, ctx: Context) -> dict[str, Any]:
             .group_by(Event.grid_id)
         ).all()
     )
-    idle = []
+    idle: list[list[Any]] = []
     for gid, code, name, village_name in grids:
         at = last_report.get(gid)
         if isinstance(at, str):  # SQLite returns max() of a datetime column as text

@@ -268,7 +268,7 @@ def _facts(e: Mapping[str, Any]) -> Iterator[tuple[str, date, str, date, list[in
                 1,
                 int(closed),
                 int(e["closed_on_time"] is True or e["closed_on_time"] == 1),
-                int(closed and (e["rework_count"] or 0) > 9),
+                int(closed and (e["rework_count"] or 0) > 0),
                 int(rating is not None),
                 int(rating is not None and rating >= 4),
                 int(closed and _str(e["level"]) != Level.county),

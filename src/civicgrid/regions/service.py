@@ -837,7 +837,9 @@ def _end_region_writes(session: Session) -> None:
 
 def _fingerprint(session: Session) -> tuple[Any, ...]:
     # Every level, not only grids: the cached places carry the ancestors' names too.
-    row = session.execute(select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at))).one()
+    row = session.execute(
+        select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at))
+    ).one()
     return (row[0], row[1], str(row[2]))
 
 
@@ -914,7 +916,9 @@ def locate(session: Session, lon: float, lat: float) -> tuple[RegionRef, ...]:
         grid = session.get(Region, grid_id)
         if grid is None:
             raise _outside(lon, lat)
-        chain = tuple(RegionRef(r.id, r.code, r.name, r.level, r.path) for r in [*ancestors(session, grid), grid])
+        chain = tuple(
+            RegionRef(r.id, r.code, r.name, r.level, r.path) for r in [*ancestors(session, grid), grid]
+        )
         places[grid_id] = chain
     return chain
 

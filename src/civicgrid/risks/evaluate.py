@@ -568,7 +568,7 @@ def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) 
     starts = np.sort(starts)
     k = np.searchsorted(starts, ev.t, side="right") - 1  # the latest new event at or before t
     ok = k >= 0
-    ok[ok] = ev.t[ok] < starts[k[ok]] + 1
+    ok[ok] = ev.t[ok] < starts[k[ok]] + reach
     return ok & (ev.t > now_s - horizon)
 
 

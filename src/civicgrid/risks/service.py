@@ -49,6 +49,12 @@ from civicgrid.risks.models import (
 P = Permission
 log = logging.getLogger("civicgrid.risks")
 
+
+def N_(message: str) -> str:
+    """Marks a msgid for extraction; translated where it is shown."""
+    return message
+
+
 EVIDENCE_KINDS = ("event", "dispute", "data")
 SOURCE_MAX = 16
 TITLE_MAX = 200
@@ -67,16 +73,16 @@ CALENDAR_LEVELS = {WarningLevel.red}
 # Spelled out so the translation extractor sees each one.
 LEVEL_NAMES_ZH = {"红": WarningLevel.red, "橙": WarningLevel.orange, "黄": WarningLevel.yellow, "蓝": WarningLevel.blue}
 RAISED_MESSAGES = {
-    WarningLevel.red: "New red risk warning {number}: {title}",
-    WarningLevel.orange: "New orange risk warning {number}: {title}",
-    WarningLevel.yellow: "New yellow risk warning {number}: {title}",
-    WarningLevel.blue: "New blue risk warning {number}: {title}",
+    WarningLevel.red: N_("New red risk warning {number}: {title}"),
+    WarningLevel.orange: N_("New orange risk warning {number}: {title}"),
+    WarningLevel.yellow: N_("New yellow risk warning {number}: {title}"),
+    WarningLevel.blue: N_("New blue risk warning {number}: {title}"),
 }
 UPGRADED_MESSAGES = {
-    WarningLevel.red: "Risk warning {number} was upgraded to red: {title}",
-    WarningLevel.orange: "Risk warning {number} was upgraded to orange: {title}",
-    WarningLevel.yellow: "Risk warning {number} was upgraded to yellow: {title}",
-    WarningLevel.blue: "Risk warning {number} was upgraded to blue: {title}",
+    WarningLevel.red: N_("Risk warning {number} was upgraded to red: {title}"),
+    WarningLevel.orange: N_("Risk warning {number} was upgraded to orange: {title}"),
+    WarningLevel.yellow: N_("Risk warning {number} was upgraded to yellow: {title}"),
+    WarningLevel.blue: N_("Risk warning {number} was upgraded to blue: {title}"),
 }
 
 
@@ -383,7 +389,8 @@ def _raise_status(
     now = utcnow()
     warning = _open_for_update(session, key) if key else None
     if warning is None:
-        if rule is not None and _already_covered(session, rule.id, region.id, items):
+        machine = rule is not None and rule.kind != "manual"
+        if machine and rule is not None and _already_covered(session, rule.id, region.id, items):
             return None, "covered"
         try:
             with session.begin_nested():
@@ -762,11 +769,6 @@ def _text(value: str | None, what: str, field: str, required: bool = True) -> st
     return text
 
 
-def N_(message: str) -> str:
-    """Marks a msgid for extraction; translated where it is shown."""
-    return message
-
-
 FIELD_MEASURE = N_("The measure taken")
 FIELD_FEEDBACK = N_("What was done")
 FIELD_OUTCOME = N_("The outcome")
@@ -891,7 +893,7 @@ def create_task(
     audit.record(
         session, actor, "warning.task", "risk_warning", warning.number, extra={"task": task.id, "org": org.code}
     )
-    _notify(session, warning, f"task{task.id}", "A task for you on risk warning {number}: {title}", org.id)
+    _notify(session, warning, f"task{task.id}", N_("A task for you on risk warning {number}: {title}"), org.id)
     return task
 
 
@@ -1608,7 +1610,7 @@ def full_pass(session: Session, now: datetime | None = None) -> dict[str, int]:
     return stats
 
 
-OVERDUE_MESSAGE = "Risk warning {number} is overdue: {title}"
+OVERDUE_MESSAGE = N_("Risk warning {number} is overdue: {title}")
 
 
 def check_deadlines(session: Session, now: datetime | None = None) -> dict[str, int]:
@@ -1630,3 +1632,106 @@ def check_deadlines(session: Session, now: datetime | None = None) -> dict[str, 
         _notify(session, w, f"overdue:{int(w.due_at.timestamp()) if w.due_at else 0}", OVERDUE_MESSAGE, w.assigned_org_id)
         n += 1
     return {"overdue": n}
+
+
+# ---- presentation data shared by the API and the pages -------------------------------------------
+
+
+def describe(session: Session, warning: Warning, now: datetime | None = None) -> dict[str, Any]:
+    """Display fields of a warning: names resolved, overdue computed."""
+    now = now or utcnow()
+    region = session.get(Region, warning.region_id)
+    org = session.get(Org, warning.assigned_org_id) if warning.assigned_org_id else None
+    rule = session.get(RiskRule, warning.rule_id) if warning.rule_id else None
+    return {
+        "number": warning.number,
+        "title": warning.title,
+        "level": warning.level,
+        "state": warning.state,
+        "source": warning.source,
+        "rule_id": warning.rule_id,
+        "rule_name": rule.name if rule else None,
+        "region_code": region.code if region else "",
+        "region_name": region.name if region else "",
+        "assigned_org": org.name if org else None,
+        "assigned_org_id": warning.assigned_org_id,
+        "due_at": warning.due_at,
+        "clock": warning.clock,
+        "overdue": bool(warning.due_at and warning.state != WarningState.closed and warning.due_at < now),
+        "raised_at": warning.raised_at,
+        "evidence_count": warning.evidence_count,
+        "verdict": str(warning.verdict) if warning.verdict else None,
+        "closed_at": warning.closed_at,
+        "feedback": warning.feedback,
+        "outcome": warning.outcome,
+    }
+
+
+def rule_summary(session: Session, rules: Sequence[RiskRule]) -> list[dict[str, Any]]:
+    """Rules with their region, org, warning counts and precision, for lists."""
+    ids = [r.id for r in rules]
+    prec = precision(session, ids) if ids else {}
+    counts = warning_counts(session, ids) if ids else {}
+    out = []
+    for r in rules:
+        region = session.get(Region, r.region_id)
+        org = session.get(Org, r.assign_org_id) if r.assign_org_id else None
+        open_n, all_n = counts.get(r.id, (0, 0))
+        out.append(
+            {
+                "rule": r,
+                "params": json.loads(r.params or "{}"),
+                "region": region,
+                "org": org,
+                "open": open_n,
+                "total": all_n,
+                "precision": prec.get(r.id, Precision()),
+            }
+        )
+    return out
+
+
+def raise_manual(
+    session: Session,
+    actor: Actor,
+    *,
+    region_code: str,
+    level: str,
+    title: str,
+    note: str = "",
+    event_numbers: Sequence[str] = (),
+    rule_id: int | None = None,
+) -> Warning:
+    """A person raises a warning (page and API): events named by number become its evidence."""
+    from civicgrid.events import service as events
+
+    _need(actor, P.risks_raise)
+    try:
+        region = regions.get_in_scope(session, actor, (region_code or "").strip())
+    except NotFound:
+        raise Invalid("No region with code {region}.", region=(region_code or "")[:24], field="region") from None
+    ids = []
+    for number in dict.fromkeys(n.strip() for n in event_numbers if n and n.strip()):
+        try:
+            ids.append(events.get_event(session, actor, number).id)
+        except NotFound:
+            raise Invalid("No event with number {number}.", number=number[:32], field="events") from None
+    if rule_id is not None:
+        rule = get_rule(session, actor, rule_id)
+        if rule.kind != "manual":
+            raise Invalid("Only manual rules take warnings raised by hand.", field="rule")
+    warning = raise_warning(
+        session,
+        actor=actor,
+        source="manual",
+        region_id=region.id,
+        level=level,
+        title=title,
+        evidence=[("event", i) for i in ids],
+        rule_id=rule_id,
+    )
+    note = (note or "").strip()
+    if note:
+        _entry(session, warning, actor, "note", note=note[:TEXT_MAX])
+        session.flush()
+    return warning

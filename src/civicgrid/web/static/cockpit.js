@@ -277,24 +277,35 @@
         if (m.parent !== parent) return;
         if (m.areas) m.map.removeLayer(m.areas);
         m.areas = L.geoJSON(fc, {
-          style: function () { return { color: dark ? "#7cc4ff" : "#52606d", weight: 1, fillOpacity: 0.75 }; },
+          style: function () { return { className: "cp-area", color: dark ? "#7cc4ff" : "#52606d", weight: 1, fillOpacity: 0.75 }; },
           onEachFeature: function (f, layer) {
             layer.on("click", function () { drill(m, f.properties.code); });
             layer.on("mouseover", function () { layer.setStyle({ weight: 3 }); });
             layer.on("mouseout", function () { layer.setStyle({ weight: f.properties.code === m.data.extra.focus ? 3 : 1 }); });
           },
         }).addTo(m.map);
-        var b = m.areas.getBounds();
-        if (b.isValid()) m.map.fitBounds(b, { padding: [8, 8] });
         restyle(m);
+        fit(m);
         points(m);
         panel.querySelector("[data-map]").dataset.ready = String(fc.features.length);
       });
     } else {
       restyle(m);
+      fit(m);
       points(m);
+      panel.querySelector("[data-map]").dataset.ready = String(m.areas ? m.areas.getLayers().length : 0);
     }
     renderTable(panel.querySelector(".cp-body"), p);
+  }
+
+  function fit(m) {
+    // Zoom to the shown region once per drill (a refresh keeps the reader's own zoom).
+    if (!m.areas || m.fitted === m.code) return;
+    m.fitted = m.code;
+    var focus = m.data.extra.focus, target = null;
+    if (focus) m.areas.eachLayer(function (l) { if (l.feature.properties.code === focus) target = l; });
+    var b = (target || m.areas).getBounds();
+    if (b.isValid()) m.map.fitBounds(b, { padding: [12, 12], maxZoom: target ? 16 : 18 });
   }
 
   function restyle(m) {
@@ -308,6 +319,8 @@
       var v = r ? r[m.metric] || 0 : 0;
       var shade = max ? SHADES[Math.min(SHADES.length - 1, Math.floor((v / max) * (SHADES.length - 0.001)))] : SHADES[0];
       var inFocus = !focus || f.properties.code === focus;
+      var path = layer.getElement && layer.getElement();
+      if (path) path.classList.toggle("cp-focus", !!focus && f.properties.code === focus);
       layer.setStyle({ fillColor: shade, fillOpacity: inFocus ? 0.8 : 0.25, weight: f.properties.code === focus ? 3 : 1,
                        color: f.properties.code === focus ? "#e03131" : (dark ? "#7cc4ff" : "#52606d") });
       var name = (en && f.properties.name_en) ? f.properties.name_en : f.properties.name;
