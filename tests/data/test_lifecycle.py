@@ -15,7 +15,7 @@ from civicgrid.core import audit
 from civicgrid.core.config import get_settings
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import AppError
-from civicgrid.data import access, lifecycle, service
+from civicgrid.data import access, ingest, lifecycle, service
 from civicgrid.data.models import Application, DataVersion, Destruction, Grant
 from tests.data.access_world import POPULATION_ROWS, AccessWorld, access_world_fixture  # noqa: F401
 from tests.factories import login_headers
@@ -292,3 +292,16 @@ def test_only_the_owner_and_the_bureau_see_destructions(client, loaded):
     assert (
         client.get("/api/v1/data/destructions", headers=login_headers(client, "admin")).json()["total"] == 1
     )
+
+
+def test_a_running_load_holds_the_destruction_back(access_world, db):
+    access_world.data.load_rows("population", POPULATION_ROWS)
+    with db.session() as s:
+        steward = access_world.actor(s, "steward")
+        d = lifecycle.request_destruction(s, steward, "population", reason="系统下线，销毁数据")
+        ingest.start_load(s, steward, "population", mode="append", source="next.csv")
+    with db.session() as s, pytest.raises(AppError) as err:
+        lifecycle.approve_destruction(s, access_world.actor(s, "admin"), d.id)
+    assert err.value.status == 409 and "正在归集" in err.value.translated()
+    with db.session() as s:
+        assert s.get(Destruction, d.id).state == "requested"

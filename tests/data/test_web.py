@@ -114,7 +114,9 @@ def test_the_sample_is_masked_by_the_readers_policy_and_audited(client, loaded, 
     # no grant yet: no rows, an invitation to apply
     res = _page(client, "consumer", "/data/datasets/population")
     assert "张三" not in res.text and "张*" not in res.text
-    assert "没有数据集 population 的授权" in res.text and "/data/applications/new?dataset=population" in res.text
+    assert (
+        "没有数据集 population 的授权" in res.text and "/data/applications/new?dataset=population" in res.text
+    )
     # the owner reads its own data in clear
     res = _page(client, "steward", "/data/datasets/population")
     assert "张三" in res.text and "110101199003071234" in res.text
@@ -155,10 +157,15 @@ def test_apply_approve_and_create_a_key_through_the_pages(client, loaded):
     # bad input: a clear message in Chinese, nothing written
     res = client.post(
         "/data/applications",
-        data={"csrf_token": csrf_of(form), "dataset": "population", "purpose": "独居老人走访", "fields": ["nope"],
-              "until": UNTIL},
+        data={
+            "csrf_token": csrf_of(form),
+            "dataset": "population",
+            "purpose": "独居老人走访",
+            "fields": ["nope"],
+            "until": UNTIL,
+        },
         headers={"HX-Request": "true"},
-    )  # fmt: skip
+    )
     assert res.status_code == 422 and "没有字段 nope" in res.text
 
     # the owner's inbox has a notice, and the approvals tab counts the waiting application
@@ -171,7 +178,12 @@ def test_apply_approve_and_create_a_key_through_the_pages(client, loaded):
     assert re.search(r'href="/data/approvals"[^>]*>审批<span class="count"[^>]*>1</span>', inbox)
     res = client.post(
         f"/data/approvals/{app_id}/approve",
-        data={"csrf_token": csrf_of(inbox), "fields": ["village", "name"], "clear_fields": ["name"], "until": UNTIL},
+        data={
+            "csrf_token": csrf_of(inbox),
+            "fields": ["village", "name"],
+            "clear_fields": ["name"],
+            "until": UNTIL,
+        },
         follow_redirects=False,
     )
     assert res.status_code == 303, res.text
@@ -182,7 +194,9 @@ def test_apply_approve_and_create_a_key_through_the_pages(client, loaded):
     assert "已批准" in mine and "age 至少 18" in mine
     keys_page = client.get("/data/keys").text
     res = client.post(
-        "/data/keys", data={"csrf_token": csrf_of(keys_page), "name": "走访系统"}, headers={"HX-Request": "true"}
+        "/data/keys",
+        data={"csrf_token": csrf_of(keys_page), "name": "走访系统"},
+        headers={"HX-Request": "true"},
     )
     assert res.status_code == 200 and "只显示这一次" in res.text
     key = re.search(r'id="new-key">(cgk_[^<]+)<', res.text).group(1)
@@ -204,7 +218,10 @@ def test_the_sandbox_page_runs_aggregates_and_shows_refusals(client, loaded, db)
     assert "population" in page and "仅可计数" in page  # masked fields may only be counted
     res = client.post(
         "/data/sandbox",
-        data={"csrf_token": csrf_of(page), "sql": "SELECT village, count(*) AS n FROM population GROUP BY village"},
+        data={
+            "csrf_token": csrf_of(page),
+            "sql": "SELECT village, count(*) AS n FROM population GROUP BY village",
+        },
         headers={"HX-Request": "true"},
     )
     assert res.status_code == 200, res.text
@@ -233,7 +250,10 @@ def test_destruction_through_the_lifecycle_pages(client, loaded):
     assert "须由另一位审批人审批" in mine and "批准并销毁" not in mine
     res = client.post(url + "/approve", data={"csrf_token": csrf_of(mine)}, headers={"HX-Request": "true"})
     assert res.status_code == 403
-    assert client.get(url, headers=login_headers(client, "consumer") | {"Accept": "text/html"}).status_code == 404
+    assert (
+        client.get(url, headers=login_headers(client, "consumer") | {"Accept": "text/html"}).status_code
+        == 404
+    )
 
     client.cookies.clear()
     login(client, "admin")

@@ -68,7 +68,8 @@ def test_search_apply_approve_sample_and_key_in_chinese(page, server, tmp_path):
     _shot(page, tmp_path, "3-approvals-inbox")
     card.locator("button", has_text="批准").first.click()
     page.wait_for_selector(f"section.card:has-text('{purpose}')", state="detached")
-    assert purpose in page.inner_text("main")  # now among the recently decided
+    decided = page.locator("tr", has_text="企业法人登记信息").filter(has_text="steward")
+    assert "已批准" in decided.first.inner_text()  # now among the recently decided
 
     # 4. The consumer sees its sample as granted: representatives in clear, phones masked.
     _switch_user(page, server, "consumer")

@@ -120,7 +120,9 @@ def add_event(
     return e
 
 
-def make_rule(session: Session, world: World, kind: str, params: dict[str, Any], region: str = "city", **kw: Any):  # type: ignore[no-untyped-def]
+def make_rule(
+    session: Session, world: World, kind: str, params: dict[str, Any], region: str = "city", **kw: Any
+):  # type: ignore[no-untyped-def]
     return service.create_rule(
         session,
         SYSTEM,

@@ -49,7 +49,9 @@ def _hot(world: World, n: int = 3) -> None:
         ({"categories": ["01"], "window_days": 2, "levels": {"yellow": 3}, "per": "city"}, "per"),
     ],
 )
-def test_bad_rules_are_refused_in_chinese(client: Any, world: World, params: dict[str, Any], needle: str) -> None:
+def test_bad_rules_are_refused_in_chinese(
+    client: Any, world: World, params: dict[str, Any], needle: str
+) -> None:
     h = login_headers(client, "admin")
     res = client.post("/api/v1/risks/rules", json=_rule(world, params=params), headers=h)
     assert res.status_code == 422, res.text
@@ -73,9 +75,15 @@ def test_rule_dry_run_and_crud(client: Any, world: World) -> None:
     res = client.post("/api/v1/risks/rules", json=_rule(world), headers=h)
     assert res.status_code == 201, res.text
     rule = res.json()
-    res = client.put(f"/api/v1/risks/rules/{rule['id']}", json={**_rule(world, name="改名"), "version": rule["version"]}, headers=h)
+    res = client.put(
+        f"/api/v1/risks/rules/{rule['id']}",
+        json={**_rule(world, name="改名"), "version": rule["version"]},
+        headers=h,
+    )
     assert res.status_code == 200 and res.json()["name"] == "改名"
-    stale = client.put(f"/api/v1/risks/rules/{rule['id']}", json={**_rule(world), "version": rule["version"]}, headers=h)
+    stale = client.put(
+        f"/api/v1/risks/rules/{rule['id']}", json={**_rule(world), "version": rule["version"]}, headers=h
+    )
     assert stale.status_code == 409
     # Another kind is refused; a county admin of county 2 cannot see the rule.
     res = client.put(f"/api/v1/risks/rules/{rule['id']}", json=_rule(world, kind="cluster"), headers=h)
@@ -84,7 +92,12 @@ def test_rule_dry_run_and_crud(client: Any, world: World) -> None:
     assert client.get(f"/api/v1/risks/rules/{rule['id']}", headers=other).status_code == 404
     assert client.get("/api/v1/risks/rules", headers=other).json() == []
     # Only admins manage rules.
-    assert client.post("/api/v1/risks/rules", json=_rule(world), headers=login_headers(client, "dispatcher")).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/risks/rules", json=_rule(world), headers=login_headers(client, "dispatcher")
+        ).status_code
+        == 403
+    )
 
 
 def test_warning_loop_over_the_api(client: Any, world: World) -> None:
@@ -104,23 +117,49 @@ def test_warning_loop_over_the_api(client: Any, world: World) -> None:
     county = client.get(f"/api/v1/risks/board?region={world.region('county1').code}", headers=admin).json()
     assert [r["counts"]["yellow"] for r in county["rows"]] == [0, 1]  # the county itself, then town 1
     # Bad input: 4xx in the reader's language, nothing written.
-    res = client.post(f"/api/v1/risks/warnings/{number}/close", json={"feedback": " ", "outcome": "x", "verdict": "real"}, headers=d)
+    res = client.post(
+        f"/api/v1/risks/warnings/{number}/close",
+        json={"feedback": " ", "outcome": "x", "verdict": "real"},
+        headers=d,
+    )
     assert res.status_code == 422 and "处置情况" in res.json()["error"]["message"]
-    res = client.post(f"/api/v1/risks/warnings/{number}/close", json={"feedback": "x", "outcome": "x", "verdict": "maybe"}, headers=d)
+    res = client.post(
+        f"/api/v1/risks/warnings/{number}/close",
+        json={"feedback": "x", "outcome": "x", "verdict": "maybe"},
+        headers=d,
+    )
     assert res.status_code == 422
-    res = client.post(f"/api/v1/risks/warnings/{number}/tasks", json={"org_code": "nope", "description": "x"}, headers=d)
+    res = client.post(
+        f"/api/v1/risks/warnings/{number}/tasks", json={"org_code": "nope", "description": "x"}, headers=d
+    )
     assert res.status_code == 422 and "nope" in res.json()["error"]["message"]
-    res = client.post(f"/api/v1/risks/warnings/{number}/events", json={"category": "9999", "description": "x"}, headers=d)
+    res = client.post(
+        f"/api/v1/risks/warnings/{number}/events", json={"category": "9999", "description": "x"}, headers=d
+    )
     assert res.status_code == 422
     assert len(client.get(f"/api/v1/risks/warnings/{number}", headers=d).json()["timeline"]) == 1
     # Handling and closing.
-    assert client.post(f"/api/v1/risks/warnings/{number}/measures", json={"note": "已派人清理"}, headers=d).status_code == 200
-    res = client.post(f"/api/v1/risks/warnings/{number}/close", json={"feedback": "已清理", "outcome": "已消除", "verdict": "false_alarm"}, headers=d)
+    assert (
+        client.post(
+            f"/api/v1/risks/warnings/{number}/measures", json={"note": "已派人清理"}, headers=d
+        ).status_code
+        == 200
+    )
+    res = client.post(
+        f"/api/v1/risks/warnings/{number}/close",
+        json={"feedback": "已清理", "outcome": "已消除", "verdict": "false_alarm"},
+        headers=d,
+    )
     assert res.status_code == 200 and res.json()["state"] == "closed"
     got = client.get(f"/api/v1/risks/rules/{rule['id']}", headers=admin).json()
     assert got["precision"] == {"real": 0, "false_alarm": 1, "closed": 1, "rate": 0.0}
     # Scope: town 2's dispatcher does not see it; a resident has no access at all.
-    assert client.get(f"/api/v1/risks/warnings/{number}", headers=login_headers(client, "dispatcher2")).status_code == 404
+    assert (
+        client.get(
+            f"/api/v1/risks/warnings/{number}", headers=login_headers(client, "dispatcher2")
+        ).status_code
+        == 404
+    )
     assert client.get("/api/v1/risks/warnings", headers=login_headers(client, "resident")).status_code == 403
 
 
@@ -128,7 +167,12 @@ def test_manual_raise_over_the_api(client: Any, world: World) -> None:
     gw = login_headers(client, "grid_worker")
     res = client.post(
         "/api/v1/risks/warnings",
-        json={"region_code": world.region("village1").code, "level": "红", "title": "河堤渗水", "note": "巡查发现"},
+        json={
+            "region_code": world.region("village1").code,
+            "level": "红",
+            "title": "河堤渗水",
+            "note": "巡查发现",
+        },
         headers=gw,
     )
     assert res.status_code == 201, res.text
@@ -141,7 +185,12 @@ def test_manual_raise_over_the_api(client: Any, world: World) -> None:
     assert res.status_code == 422  # outside the grid worker's village: not found as a region
     res = client.post(
         "/api/v1/risks/warnings",
-        json={"region_code": world.region("village1").code, "level": "red", "title": "x", "event_numbers": ["no-such"]},
+        json={
+            "region_code": world.region("village1").code,
+            "level": "red",
+            "title": "x",
+            "event_numbers": ["no-such"],
+        },
         headers=gw,
     )
     assert res.status_code == 422 and "no-such" in res.json()["error"]["message"]

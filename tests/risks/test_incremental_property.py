@@ -32,13 +32,31 @@ event_st = st.fixed_dictionaries(
 
 
 def _rules(session: Session, world: World, with_trend: bool) -> None:
-    make_rule(session, world, "threshold", {"categories": ["01"], "window_days": 3, "per": "village", "levels": {"yellow": 2, "red": 4}})
-    make_rule(session, world, "threshold", {"categories": ["1101"], "window_days": 5, "per": "grid", "levels": {"blue": 2}}, region="county1")
+    make_rule(
+        session,
+        world,
+        "threshold",
+        {"categories": ["01"], "window_days": 3, "per": "village", "levels": {"yellow": 2, "red": 4}},
+    )
+    make_rule(
+        session,
+        world,
+        "threshold",
+        {"categories": ["1101"], "window_days": 5, "per": "grid", "levels": {"blue": 2}},
+        region="county1",
+    )
     make_rule(session, world, "cluster", {"radius_m": 150, "days": 2, "levels": {"yellow": 2, "orange": 3}})
     make_rule(session, world, "repeat", {"key": "address", "days": 10, "levels": {"yellow": 2, "red": 3}})
-    make_rule(session, world, "repeat", {"key": "party", "days": 20, "categories": ["01"], "levels": {"orange": 2}})
+    make_rule(
+        session, world, "repeat", {"key": "party", "days": 20, "categories": ["01"], "levels": {"orange": 2}}
+    )
     if with_trend:
-        make_rule(session, world, "trend", {"categories": ["01"], "min_count": 2, "per": "village", "levels": {"yellow": 50, "red": 200}})
+        make_rule(
+            session,
+            world,
+            "trend",
+            {"categories": ["01"], "min_count": 2, "per": "village", "levels": {"yellow": 50, "red": 200}},
+        )
 
 
 def _grid_for(spot: tuple[float, float]) -> str:
@@ -49,7 +67,9 @@ def _grid_for(spot: tuple[float, float]) -> str:
 def _state(session: Session) -> set[tuple[Any, ...]]:
     out = set()
     for w in session.scalars(select(Warning)):
-        ev = frozenset(session.scalars(select(WarningEvidence.ref_id).where(WarningEvidence.warning_id == w.id)))
+        ev = frozenset(
+            session.scalars(select(WarningEvidence.ref_id).where(WarningEvidence.warning_id == w.id))
+        )
         out.add((w.rule_id, w.region_id, str(w.level), ev))
     return out
 
@@ -60,7 +80,9 @@ def _reset(session: Session) -> None:
     session.commit()
 
 
-def _check(session: Session, world: World, history: list[dict[str, Any]], order: list[int], chunk: int) -> None:
+def _check(
+    session: Session, world: World, history: list[dict[str, Any]], order: list[int], chunk: int
+) -> None:
     _reset(session)
     made = []
     for start in range(0, len(order), chunk):
@@ -69,8 +91,15 @@ def _check(session: Session, world: World, history: list[dict[str, Any]], order:
             spot = SPOTS[h["spot"]]
             made.append(
                 add_event(
-                    session, world, category=h["category"], at=NOW - timedelta(hours=h["hours"]),
-                    grid=_grid_for(spot), lon=spot[0], lat=spot[1], address=h["address"], phone=h["phone"],
+                    session,
+                    world,
+                    category=h["category"],
+                    at=NOW - timedelta(hours=h["hours"]),
+                    grid=_grid_for(spot),
+                    lon=spot[0],
+                    lat=spot[1],
+                    address=h["address"],
+                    phone=h["phone"],
                 )
             )
         session.commit()
@@ -82,12 +111,16 @@ def _check(session: Session, world: World, history: list[dict[str, Any]], order:
     assert _state(session) == incremental
 
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @SETTINGS
 @given(history=st.lists(event_st, min_size=1, max_size=14), data=st.data())
-def test_any_arrival_order_agrees(session: Session, world: World, history: list[dict[str, Any]], data: Any) -> None:
+def test_any_arrival_order_agrees(
+    session: Session, world: World, history: list[dict[str, Any]], data: Any
+) -> None:
     """Threshold, cluster and repeat: events may arrive late (backdated) and in any order."""
     if not session.scalar(select(service.RiskRule.id).limit(1)):
         _rules(session, world, with_trend=False)
@@ -99,7 +132,9 @@ def test_any_arrival_order_agrees(session: Session, world: World, history: list[
 
 @SETTINGS
 @given(history=st.lists(event_st, min_size=1, max_size=14), chunk=st.integers(1, 5))
-def test_time_ordered_arrival_agrees_with_trend(session: Session, world: World, history: list[dict[str, Any]], chunk: int) -> None:
+def test_time_ordered_arrival_agrees_with_trend(
+    session: Session, world: World, history: list[dict[str, Any]], chunk: int
+) -> None:
     """With events arriving in time order (the normal case), trend rules agree too."""
     if not session.scalar(select(service.RiskRule.id).limit(1)):
         _rules(session, world, with_trend=True)

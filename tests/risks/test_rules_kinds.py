@@ -30,7 +30,9 @@ def warnings(session: Session) -> list[dict[str, Any]]:
     for w in session.scalars(select(Warning).order_by(Warning.id)):
         ev = set(
             session.scalars(
-                select(WarningEvidence.ref_id).where(WarningEvidence.warning_id == w.id, WarningEvidence.kind == "event")
+                select(WarningEvidence.ref_id).where(
+                    WarningEvidence.warning_id == w.id, WarningEvidence.kind == "event"
+                )
             )
         )
         out.append({"rule": w.rule_id, "region": w.region_id, "level": str(w.level), "events": ev})
@@ -39,9 +41,17 @@ def warnings(session: Session) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("how", PASSES)
 def test_threshold(session: Session, world: World, how: str) -> None:
-    rule = make_rule(session, world, "threshold", {
-        "categories": ["01"], "window_days": 7, "per": "township", "levels": {"yellow": 3, "red": 5},
-    })
+    rule = make_rule(
+        session,
+        world,
+        "threshold",
+        {
+            "categories": ["01"],
+            "window_days": 7,
+            "per": "township",
+            "levels": {"yellow": 3, "red": 5},
+        },
+    )
     hot = [add_event(session, world, category="0102", at=NOW - timedelta(days=d)) for d in (0.1, 1, 2, 3, 6)]
     # Not counted: another category, older than the window, another township, a rejected event.
     add_event(session, world, category="1101", at=NOW - timedelta(days=1))
@@ -67,19 +77,37 @@ def test_threshold_quiet(session: Session, world: World, how: str) -> None:
 
 @pytest.mark.parametrize("how", PASSES)
 def test_cluster(session: Session, world: World, how: str) -> None:
-    rule = make_rule(session, world, "cluster", {
-        "radius_m": 100, "days": 2, "per": "village", "levels": {"yellow": 3, "orange": 4},
-    })
+    rule = make_rule(
+        session,
+        world,
+        "cluster",
+        {
+            "radius_m": 100,
+            "days": 2,
+            "per": "village",
+            "levels": {"yellow": 3, "orange": 4},
+        },
+    )
     base = (1.0, 1.0)
     close = [
         add_event(session, world, lon=base[0] + dx, lat=base[1] + dy, at=NOW - timedelta(hours=h), category=c)
-        for dx, dy, h, c in ((0, 0, 1, "0101"), (0.0004, 0, 5, "0501"), (0, 0.0004, 20, "1101"), (0.0003, 0.0003, 30, "0102"))
+        for dx, dy, h, c in (
+            (0, 0, 1, "0101"),
+            (0.0004, 0, 5, "0501"),
+            (0, 0.0004, 20, "1101"),
+            (0.0003, 0.0003, 30, "0102"),
+        )
     ]
     add_event(session, world, lon=base[0] + 0.002, lat=base[1], at=NOW - timedelta(hours=2))  # 220 m away
     add_event(session, world, lon=base[0], lat=base[1], at=NOW - timedelta(days=5))  # too long ago
     run(session, how)
     assert warnings(session) == [
-        {"rule": rule.id, "region": world.region("village1").id, "level": "orange", "events": {e.id for e in close}}
+        {
+            "rule": rule.id,
+            "region": world.region("village1").id,
+            "level": "orange",
+            "events": {e.id for e in close},
+        }
     ]
 
 
@@ -96,15 +124,26 @@ def test_cluster_quiet(session: Session, world: World, how: str) -> None:
 
 @pytest.mark.parametrize("how", PASSES)
 def test_trend(session: Session, world: World, how: str) -> None:
-    rule = make_rule(session, world, "trend", {
-        "categories": ["1101"], "min_count": 4, "levels": {"blue": 50, "yellow": 100, "orange": 300},
-    })
+    rule = make_rule(
+        session,
+        world,
+        "trend",
+        {
+            "categories": ["1101"],
+            "min_count": 4,
+            "levels": {"blue": 50, "yellow": 100, "orange": 300},
+        },
+    )
     before = [add_event(session, world, category="1101", at=NOW - timedelta(days=d)) for d in (12, 13)]
-    now_week = [add_event(session, world, category="1101", at=NOW - timedelta(days=d)) for d in (0.2, 1, 2, 3, 4, 5)]
+    now_week = [
+        add_event(session, world, category="1101", at=NOW - timedelta(days=d)) for d in (0.2, 1, 2, 3, 4, 5)
+    ]
     # Rolling weeks ending at each event: at most 6 against 2 (+200 %) → yellow, never +300 %.
     run(session, how)
     got = warnings(session)
-    assert [(w["rule"], w["region"], w["level"]) for w in got] == [(rule.id, world.region("town1").id, "yellow")]
+    assert [(w["rule"], w["region"], w["level"]) for w in got] == [
+        (rule.id, world.region("town1").id, "yellow")
+    ]
     assert got[0]["events"] >= {e.id for e in now_week}
     assert not got[0]["events"] & {e.id for e in before}
 
@@ -121,16 +160,26 @@ def test_trend_quiet(session: Session, world: World, how: str) -> None:
 
 @pytest.mark.parametrize("how", PASSES)
 def test_repeat_address_and_party(session: Session, world: World, how: str) -> None:
-    by_address = make_rule(session, world, "repeat", {
-        "key": "address", "days": 90, "categories": ["10"], "levels": {"yellow": 3},
-    })
+    by_address = make_rule(
+        session,
+        world,
+        "repeat",
+        {
+            "key": "address",
+            "days": 90,
+            "categories": ["10"],
+            "levels": {"yellow": 3},
+        },
+    )
     by_party = make_rule(session, world, "repeat", {"key": "party", "days": 30, "levels": {"orange": 2}})
     home = [
         add_event(session, world, category="1002", address=a, at=NOW - timedelta(days=d))
         for a, d in (("东山路12号", 80), ("东山路 12 号", 40), ("东山路１２号", 1))
     ]
     add_event(session, world, category="1002", address="东山路12号", at=NOW - timedelta(days=200))  # too old
-    add_event(session, world, category="0101", address="东山路12号", at=NOW - timedelta(days=2))  # other class
+    add_event(
+        session, world, category="0101", address="东山路12号", at=NOW - timedelta(days=2)
+    )  # other class
     caller = [
         add_event(session, world, category="1402", phone=p, at=NOW - timedelta(days=d), grid="grid2b")
         for p, d in (("138-1234-5678", 10), ("+86 13812345678", 3))

@@ -26,28 +26,55 @@ def test_manual_raise_dedups_and_upgrades(session: Session, world: World) -> Non
     e1, e2 = add_event(session, world), add_event(session, world)
     village = world.region("village1").id
     w = service.raise_warning(
-        session, actor=SYSTEM, source="disputes", region_id=village, level="黄", title="纠纷激化", evidence=[("event", e1.id)]
+        session,
+        actor=SYSTEM,
+        source="disputes",
+        region_id=village,
+        level="黄",
+        title="纠纷激化",
+        evidence=[("event", e1.id)],
     )
     assert (w.level, w.state, w.evidence_count) == ("yellow", WarningState.open, 1)
     assert w.number.startswith("YJ-") and w.assigned_org_id == world.tree.orgs["town1"].id
     # The same source and region: evidence attaches, a higher level upgrades, a lower one does not downgrade.
     same = service.raise_warning(
-        session, actor=SYSTEM, source="disputes", region_id=village, level="orange", title="x", evidence=[("event", e2.id), ("event", e1.id)]
+        session,
+        actor=SYSTEM,
+        source="disputes",
+        region_id=village,
+        level="orange",
+        title="x",
+        evidence=[("event", e2.id), ("event", e1.id)],
     )
     assert same.id == w.id and same.level == "orange" and same.evidence_count == 2
     due_after_upgrade = same.due_at
     again = service.raise_warning(
-        session, actor=SYSTEM, source="disputes", region_id=village, level="blue", title="x", evidence=[("dispute", 7)]
+        session,
+        actor=SYSTEM,
+        source="disputes",
+        region_id=village,
+        level="blue",
+        title="x",
+        evidence=[("dispute", 7)],
     )
     assert again.id == w.id and again.level == "orange" and again.evidence_count == 3
     assert again.due_at == due_after_upgrade
     assert count(session, Warning) == 1
     # Manual raises never merge: a person raising a second one means a second matter.
-    m1 = service.raise_warning(session, actor=gw, source="manual", region_id=village, level="red", title="a", evidence=[])
-    m2 = service.raise_warning(session, actor=gw, source="manual", region_id=village, level="red", title="b", evidence=[])
+    m1 = service.raise_warning(
+        session, actor=gw, source="manual", region_id=village, level="red", title="a", evidence=[]
+    )
+    m2 = service.raise_warning(
+        session, actor=gw, source="manual", region_id=village, level="red", title="b", evidence=[]
+    )
     assert m1.id != m2.id and count(session, Warning) == 3
     # The assigned office heard about it.
-    assert session.scalar(select(func.count()).select_from(Notification).where(Notification.kind == "risk_warning")) >= 3
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Notification).where(Notification.kind == "risk_warning")
+        )
+        >= 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,13 +107,23 @@ def test_raise_refuses_bad_input(session: Session, world: World, kwargs: dict, f
 def test_manual_raise_needs_right_and_scope(session: Session, world: World) -> None:
     with pytest.raises(PermissionDenied):
         service.raise_warning(
-            session, actor=world.actor(session, "resident"), source="manual", region_id=world.region("village1").id,
-            level="red", title="x", evidence=[],
+            session,
+            actor=world.actor(session, "resident"),
+            source="manual",
+            region_id=world.region("village1").id,
+            level="red",
+            title="x",
+            evidence=[],
         )
     with pytest.raises(NotFound):  # town 2 is outside dispatcher 1's scope
         service.raise_warning(
-            session, actor=world.actor(session, "dispatcher"), source="manual", region_id=world.region("village2").id,
-            level="red", title="x", evidence=[],
+            session,
+            actor=world.actor(session, "dispatcher"),
+            source="manual",
+            region_id=world.region("village2").id,
+            level="red",
+            title="x",
+            evidence=[],
         )
     assert count(session, Warning) == 0
 
@@ -97,7 +134,9 @@ def _hot_threshold(session: Session, world: World, n: int = 3, days: float = 0.0
 
 
 def test_rule_warning_loop_and_precision(session: Session, world: World) -> None:
-    rule = make_rule(session, world, "threshold", {"categories": ["01"], "window_days": 2, "levels": {"yellow": 3}})
+    rule = make_rule(
+        session, world, "threshold", {"categories": ["01"], "window_days": 2, "levels": {"yellow": 3}}
+    )
     _hot_threshold(session, world)
     service.full_pass(session, now=NOW)
     w = session.scalars(select(Warning)).one()
@@ -109,16 +148,22 @@ def test_rule_warning_loop_and_precision(session: Session, world: World) -> None
 
     service.record_measure(session, dispatcher, w.number, "组织执法中队连夜清理")
     assert w.state == WarningState.handling
-    event = service.spawn_event(session, dispatcher, w.number, category_code="0102", description="清理暴露垃圾")
+    event = service.spawn_event(
+        session, dispatcher, w.number, category_code="0102", description="清理暴露垃圾"
+    )
     assert event.channel == Channel.risk and event.number
-    task = service.create_task(session, dispatcher, w.number, org_code="town-1-enforcement", description="每日巡查", due_hours=16)
+    task = service.create_task(
+        session, dispatcher, w.number, org_code="town-1-enforcement", description="每日巡查", due_hours=16
+    )
     with pytest.raises(Invalid):  # a task still open blocks closing
-        service.close_warning(session, dispatcher, w.number, feedback="已清理", outcome="已消除", verdict="real")
+        service.close_warning(
+            session, dispatcher, w.number, feedback="已清理", outcome="已消除", verdict="real"
+        )
     enforcement = world.actor(session, "dispatcher")  # only the tasked org may report on the task
     with pytest.raises(PermissionDenied):
         service.complete_task(session, enforcement, task.id, "已巡查")
-    from tests.factories import make_user
     from civicgrid.accounts.permissions import Role
+    from tests.factories import make_user
 
     make_user(session, world.tree, "enforcer", Role.handler, "enforce1")
     service.complete_task(session, world.actor(session, "enforcer"), task.id, "连续巡查三天，未复发")
@@ -128,7 +173,9 @@ def test_rule_warning_loop_and_precision(session: Session, world: World) -> None
         with pytest.raises(Invalid):
             service.close_warning(session, dispatcher, w.number, **args)
     assert w.state == WarningState.handling
-    service.close_warning(session, dispatcher, w.number, feedback="已清理", outcome="隐患消除", verdict="real")
+    service.close_warning(
+        session, dispatcher, w.number, feedback="已清理", outcome="隐患消除", verdict="real"
+    )
     assert w.state == WarningState.closed and w.verdict == "real"
     assert service.precision(session)[rule.id].rate == 1.0
 
@@ -141,7 +188,9 @@ def test_rule_warning_loop_and_precision(session: Session, world: World) -> None
     service.full_pass(session, now=NOW + timedelta(minutes=1))
     second = session.scalars(select(Warning).where(Warning.state != WarningState.closed)).one()
     assert second.id != w.id
-    service.close_warning(session, dispatcher, second.number, feedback="核实", outcome="系正常聚集", verdict="false_alarm")
+    service.close_warning(
+        session, dispatcher, second.number, feedback="核实", outcome="系正常聚集", verdict="false_alarm"
+    )
     p = service.precision(session)[rule.id]
     assert (p.real, p.false_alarm, p.rate) == (1, 1, 0.5)
     assert [m for m, _ in service.precision_by_month(session, rule.id)] == [NOW.strftime("%Y-%m")] or True
@@ -163,7 +212,13 @@ def test_full_pass_is_idempotent(session: Session, world: World) -> None:
 def test_scope_of_warnings(session: Session, world: World) -> None:
     for region in ("village1", "village2"):
         service.raise_warning(
-            session, actor=SYSTEM, source="disputes", region_id=world.region(region).id, level="red", title=region, evidence=[]
+            session,
+            actor=SYSTEM,
+            source="disputes",
+            region_id=world.region(region).id,
+            level="red",
+            title=region,
+            evidence=[],
         )
     d1 = world.actor(session, "dispatcher")
     titles = {w.title for w in session.scalars(service.list_stmt(session, d1))}
@@ -181,7 +236,13 @@ def test_scope_of_warnings(session: Session, world: World) -> None:
 
 def test_deadline_notice_once(session: Session, world: World) -> None:
     w = service.raise_warning(
-        session, actor=SYSTEM, source="disputes", region_id=world.region("village1").id, level="red", title="x", evidence=[]
+        session,
+        actor=SYSTEM,
+        source="disputes",
+        region_id=world.region("village1").id,
+        level="red",
+        title="x",
+        evidence=[],
     )
     assert w.clock == "calendar" and w.due_at is not None
     later = w.due_at + timedelta(minutes=1)
@@ -191,7 +252,13 @@ def test_deadline_notice_once(session: Session, world: World) -> None:
 
 def test_events_spawned_are_idempotent_per_number(session: Session, world: World) -> None:
     w = service.raise_warning(
-        session, actor=SYSTEM, source="disputes", region_id=world.region("village1").id, level="red", title="x", evidence=[]
+        session,
+        actor=SYSTEM,
+        source="disputes",
+        region_id=world.region("village1").id,
+        level="red",
+        title="x",
+        evidence=[],
     )
     d = world.actor(session, "dispatcher")
     a = service.spawn_event(session, d, w.number, category_code="1001", description="入户调解")

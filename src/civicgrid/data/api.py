@@ -255,7 +255,7 @@ def retention_due(session: SessionDep, actor: Reader) -> list[DueOut]:
                 dataset=item.dataset.name,
                 title=item.dataset.title,
                 retention_days=item.dataset.retention_days or 0,
-                scope=item.scope,  # type: ignore[arg-type]
+                scope=item.scope,
                 versions=item.numbers,
                 since=item.since,
                 open_request=pending.id if pending else None,

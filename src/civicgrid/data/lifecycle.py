@@ -54,6 +54,8 @@ HOLDING = (VersionState.ready, VersionState.superseded)
 REFUSAL_HOLD_DAYS = 90
 #: An approved destruction not done after this long was interrupted: the worker finishes it.
 FINISH_AFTER = timedelta(minutes=10)
+#: A version still "loading" after this long belongs to a load that died; it blocks nothing.
+LOAD_RUNS_AT_MOST = timedelta(hours=24)
 SCOPES = ("dataset", "versions")
 
 
@@ -394,6 +396,20 @@ def approve_destruction(
     dataset end and its pending applications are refused — then the files are removed and the
     certificate written (also committed by the caller)."""
     d, ds = _decidable(session, actor, destruction_id)
+    running = session.scalar(
+        select(DataVersion.version).where(
+            DataVersion.dataset_id == ds.id,
+            DataVersion.state == VersionState.loading,
+            DataVersion.created_at > utcnow() - LOAD_RUNS_AT_MOST,
+        )
+    )
+    if running is not None and d.scope == "dataset":
+        # A load publishing after the files went would leave data behind a destroyed entry.
+        raise Conflict(
+            "A load of dataset {name} is running (version {version}); approve when it has finished.",
+            name=ds.name,
+            version=running,
+        )
     numbers = json.loads(d.versions or "[]")
     try:
         targets = _targets(session, ds, d.scope, numbers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from civicgrid.accounts.models import Org
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
+from civicgrid.core.calendar import default_calendar
 from civicgrid.core.deps import SessionDep, requires
 from civicgrid.core.errors import AppError, Invalid
 from civicgrid.core.i18n import gettext
@@ -80,7 +81,7 @@ MASKS = {
     "hash": N_("Pseudonym (hash)"),
 }
 TYPES = {
-    "string": N_("Text"),
+    "string": N_("Text (string)"),
     "integer": N_("Integer"),
     "float": N_("Decimal"),
     "boolean": N_("Yes/no"),
@@ -106,6 +107,15 @@ DESTRUCTION_STATES = {
     "refused": N_("Refused"),
     "done": N_("Destroyed"),
 }
+FREQUENCIES = {
+    "realtime": N_("Real time"),
+    "daily": N_("Daily"),
+    "weekly": N_("Weekly"),
+    "monthly": N_("Monthly"),
+    "quarterly": N_("Quarterly"),
+    "yearly": N_("Yearly"),
+    "once": N_("Once"),
+}
 MODES = {"api": N_("Data API (masked rows)"), "sandbox": N_("Sandbox (aggregates only)")}
 OPS = {
     "eq": N_("equals"),
@@ -128,6 +138,7 @@ FACET_TITLES = {
     "tag": N_("Tag"),
 }
 CHANNELS = {"api": N_("Data API"), "ckan": N_("CKAN API"), "sandbox": N_("Sandbox")}
+GROUP_HINTS = ("township", "village", "county", "category", "type", "industry", "status", "gender")
 ORIGINS = {"user": N_("Asked by a steward"), "retention": N_("Opened by the retention check")}
 
 
@@ -139,6 +150,17 @@ def label(table: dict[str, str], value: Any) -> str:
 
 def labels(table: dict[str, str]) -> list[tuple[str, str]]:
     return [(k, gettext(v)) for k, v in table.items() if v]
+
+
+def when(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored time (UTC datetime or ISO text) in the jurisdiction's local time; dates as they are."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        value = value.astimezone(default_calendar().tz) if value.tzinfo else value
+    return str(value.strftime(fmt))
 
 
 def _done(request: Request, url: str) -> Response:
@@ -185,7 +207,7 @@ def show(request: Request, session: Session, actor: Actor, template: str, **ctx:
     for t in items[1:]:
         t["active"] = active.startswith(t["href"] + "/") or active == t["href"]
     items[0]["active"] = not any(t["active"] for t in items[1:])  # the catalogue and dataset pages
-    return render(request, template, tabs=items, **ctx)
+    return render(request, template, tabs=items, when=when, **ctx)
 
 
 # ---- catalogue ------------------------------------------------------------------------------------
@@ -388,6 +410,7 @@ def dataset_page(request: Request, session: SessionDep, actor: Reader, name: str
         grade=label(GRADES, ds.grade),
         share=label(SHARE, ds.share_class),
         open_=label(OPEN, ds.open_class),
+        frequency=label(FREQUENCIES, ds.update_frequency) if ds.update_frequency else "",
         destroyed=ds.state != DatasetState.active,
         fields=fields,
         versions=[_version_row(v) for v in versions],
@@ -426,8 +449,9 @@ def filter_text(conds: list[dict[str, Any]]) -> str:
     parts = []
     for c in conds:
         value = c.get("value")
-        shown = (
-            "、".join(map(str, value)) if isinstance(value, list) else ("" if value is None else str(value))
+        items = value if isinstance(value, list) else ([] if value is None else [value])
+        shown = "、".join(
+            gettext("yes") if v is True else gettext("no") if v is False else str(v) for v in items
         )
         parts.append(f"{c.get('field')} {label(OPS, c.get('op'))} {shown}".strip())
     return gettext(" and ").join(parts)
@@ -736,13 +760,13 @@ def create_key(
     key, clear = keys.create_key(
         session, actor, name=name, days=_int_or_none(days, gettext("Valid for (days)")) or 365
     )
-    ctx = {
+    ctx: dict[str, Any] = {
         "keys": [keys.key_dict(k) for k in keys.list_keys(session, actor)],
         "new_key": clear,
         "key_name": key.name,
     }
     if request.headers.get("hx-request"):
-        return render(request, "data/_key_created.html", **ctx)
+        return render(request, "data/_key_created.html", when=when, **ctx)
     return show(request, session, actor, "data/keys.html", grants=_live_grants_of_org(session, actor), **ctx)
 
 
@@ -807,6 +831,7 @@ def _sandbox_datasets(session: Session, actor: Actor) -> list[dict[str, Any]]:
         except AppError:
             continue
         titles = {f.name: f.title or f.name for f in ds.fields}
+        keys_ = {f.name for f in ds.fields if f.primary_key}
         out.append(
             {
                 "name": ds.name,
@@ -815,7 +840,8 @@ def _sandbox_datasets(session: Session, actor: Actor) -> list[dict[str, Any]]:
                 "k": ds.k_threshold,
                 "mode": label(MODES, policy.mode) if not policy.owner else gettext("Own data"),
                 "fields": [
-                    {"name": n, "title": titles.get(n, n), "masked": policy.masked(n)} for n in policy.fields
+                    {"name": n, "title": titles.get(n, n), "masked": policy.masked(n), "key": n in keys_}
+                    for n in policy.fields
                 ],
             }
         )
@@ -834,7 +860,9 @@ def sandbox_page(request: Request, session: SessionDep, actor: Applicant) -> Res
     example = ""
     if usable:
         first = usable[0]
-        group = next((f["name"] for f in first["fields"] if not f["masked"]), "")
+        plain = [f["name"] for f in first["fields"] if not f["masked"] and not f["key"]]
+        # a column with few values groups well: a place or a category before anything else
+        group = next((n for n in GROUP_HINTS if n in plain), plain[0] if plain else "")
         example = (
             f"SELECT {group}, count(*) AS n FROM {first['view']} GROUP BY {group} ORDER BY n DESC"
             if group
@@ -864,7 +892,7 @@ def run_sandbox(request: Request, session: SessionDep, actor: Applicant, sql: Te
     except AppError:
         session.commit()  # the refusal stays in the history and the audit log
         raise
-    return render(request, "data/_sandbox_result.html", result=result)
+    return render(request, "data/_sandbox_result.html", when=when, result=result)
 
 
 # ---- lifecycle -----------------------------------------------------------------------------------------

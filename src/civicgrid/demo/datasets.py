@@ -142,7 +142,7 @@ def _places(session: Session) -> dict[str, Any]:
 
 PERSON = {"sensitivity": "personal"}
 
-POPULATION = {
+POPULATION: dict[str, Any] = {
     "name": "village-population",
     "title": "村（社区）常住人口信息",
     "title_en": "Residents by village and community",
@@ -179,7 +179,7 @@ POPULATION = {
     ],
 }  # fmt: skip
 
-ENTERPRISES = {
+ENTERPRISES: dict[str, Any] = {
     "name": "enterprises",
     "title": "企业法人登记信息",
     "title_en": "Registered enterprises",
@@ -214,7 +214,7 @@ ENTERPRISES = {
     ],
 }  # fmt: skip
 
-HAZARD_SITES = {
+HAZARD_SITES: dict[str, Any] = {
     "name": "hazardous-sites",
     "title": "危险化学品经营储存场所",
     "title_en": "Dangerous-goods business and storage sites",
@@ -254,7 +254,7 @@ HAZARD_SITES = {
     ],
 }  # fmt: skip
 
-GRID_OVERVIEW = {
+GRID_OVERVIEW: dict[str, Any] = {
     "name": "grid-overview",
     "title": "网格基础信息",
     "title_en": "Grid overview",

@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from civicgrid.accounts.models import User
+from civicgrid.accounts.models import Org, User
 from civicgrid.cockpit.registry import Column, Context, Kind, Panel, PanelData, View, register
 from civicgrid.core.db import utcnow
 from civicgrid.core.i18n import gettext as _
 from civicgrid.core.masking import mask_name
 from civicgrid.core.vocab import Platform
 from civicgrid.events import export, service, stats
-from civicgrid.events.models import STATE_LABELS, Event, State
+from civicgrid.events.models import STATE_LABELS, Category, Event, State
 from civicgrid.regions import service as regions
 from civicgrid.regions.models import GridAssignment, Region, RegionLevel
 
@@ -319,21 +319,34 @@ def _list_stmt(session: Session, ctx: Context) -> Select[Any]:
     return stmt
 
 
-def _event_rows(session: Session, ctx: Context, events: list[Event]) -> list[list[Any]]:
+def _event_rows(session: Session, ctx: Context, stmt: Select[Any]) -> list[list[Any]]:
+    """The first rows of an event list: number, title, category, department (lead, else the office
+    that dispatches it), handling deadline and the time left, in one query (no per-row lookups)."""
     now = ctx.now or utcnow()
+    lead, owner = aliased(Org), aliased(Org)
+    stmt = (
+        stmt.order_by(None)
+        .order_by(Event.handle_due_at, Event.id)
+        .limit(LIST_ROWS)
+        .with_only_columns(
+            Event.number, Event.title, Category.name, lead.name, owner.name, Event.handle_due_at
+        )
+        .outerjoin(Category, Category.id == Event.category_id)
+        .outerjoin(lead, lead.id == Event.lead_org_id)
+        .outerjoin(owner, owner.id == Event.owner_org_id)
+    )
     rows = []
-    for e in events:
-        d = service.describe(session, ctx.actor, e)
-        dl = export.deadline_of(e, now)
+    for number, title, category, lead_name, owner_name, due in session.execute(stmt):
+        left = export.Deadline("handle", due, (due - now).total_seconds() / 3600) if due else None
         rows.append(
             [
-                e.number,
-                e.title,
-                d["category_name"],
-                d["lead_org"] or d["owner_org"],
-                export.local_text(e.handle_due_at),
-                dl.text() if dl else "",
-                f"/events/{e.number}",
+                number,
+                title,
+                category or "",
+                lead_name or owner_name or "",
+                export.local_text(due),
+                left.text() if left else "",
+                f"/events/{number}",
             ]
         )
     return rows
@@ -356,13 +369,10 @@ LIST_WIDE = ["title", "category", "due"]  # columns the big screen leaves out
 def overdue_query(session: Session, ctx: Context) -> PanelData:
     now = ctx.now or utcnow()
     base = _list_stmt(session, ctx).where(Event.state.in_(stats.NOT_DONE), Event.handle_due_at < now)
-    events = list(
-        session.scalars(base.order_by(None).order_by(Event.handle_due_at, Event.id).limit(LIST_ROWS))
-    )
     total = _summary(session, ctx)["metrics"]["overdue_open"]
     return PanelData(
         [Column(k, _(label)) for k, label in LIST_COLUMNS],
-        _event_rows(session, ctx, events),
+        _event_rows(session, ctx, base),
         {**_docs(number="overdue_open"), "total": total, "limit": LIST_ROWS, "wide": LIST_WIDE},
     )
 
@@ -374,12 +384,9 @@ def due_soon_query(session: Session, ctx: Context) -> PanelData:
         Event.handle_due_at >= now,
         Event.handle_due_at < now + timedelta(hours=DUE_SOON_HOURS),
     )
-    events = list(
-        session.scalars(base.order_by(None).order_by(Event.handle_due_at, Event.id).limit(LIST_ROWS))
-    )
     return PanelData(
         [Column(k, _(label)) for k, label in LIST_COLUMNS],
-        _event_rows(session, ctx, events),
+        _event_rows(session, ctx, base),
         {
             **_docs(number=f"{COCKPIT_DOC}#due_soon"),
             "hours": DUE_SOON_HOURS,

@@ -13,9 +13,10 @@ What is counted (a *fact*, each on the local day of its own timestamp):
 - ``h`` hand-backs — per returning department, with the day of that department's previous
   return of the same event (``since``), so distinct events per window stay exact.
 
-Each fact is kept in three *cubes*: ``L`` (county, township; state only — the cockpit's
-default, unfiltered reads), ``T`` (township × category × platform × lead org) and ``G`` (grid,
-village × category × platform × lead org: village and grid scopes, the map below townships);
+Each fact is kept in four *cubes*: ``L`` (county, township; state only — the cockpit's
+default, unfiltered reads), ``P`` (township × platform × lead org), ``T`` (township × category ×
+platform × lead org) and ``G`` (grid, village × category × platform × lead org: village and grid
+scopes, the map below townships); a query reads the smallest cube that knows its dimensions;
 and at two grains, day ``d`` and month ``m`` (a window reads whole months as month rows and
 only its ragged ends as days).
 
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from typing import cast as typed
 
 from sqlalchemy import (
     BigInteger,
@@ -43,6 +45,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     and_,
     case,
     cast,
@@ -128,6 +131,8 @@ class Rollup(Base):
     hours_cs: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+TABLE = typed(Table, Rollup.__table__)
+
 # Open events: the clock-dependent numbers (due, overdue, open now) read them live. A partial
 # index holds only them (a few percent of all events); queries repeat the predicate literally
 # so both planners see that it applies (as the deadline worker's indexes do).
@@ -177,6 +182,7 @@ class Cube:
 EVENT_DIMS = ("county_id", "township_id", "village_id", "grid_id", "category_id", "platform", "org_id")
 CUBES = (
     Cube("L", ("county_id", "township_id"), "racl"),
+    Cube("P", ("county_id", "township_id", "platform", "org_id"), "raclh"),
     Cube("T", ("county_id", "township_id", "category_id", "platform", "org_id"), "raclh"),
     Cube("G", EVENT_DIMS, "raclh"),
 )
@@ -349,7 +355,7 @@ def apply(session: Session, delta: Delta) -> int:
     if not rows:
         return 0
     conn = session.connection()
-    table = Rollup.__table__
+    table = TABLE
     ins = pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
     stmt = ins.on_conflict_do_update(
         index_elements=list(KEYS), set_={c: table.c[c] + ins.excluded[c] for c in COUNTERS}
@@ -462,18 +468,20 @@ def _bulk_statement(orm_execute_state: Any) -> Any:
     stmt = orm_execute_state.statement
     params = orm_execute_state.parameters
     if orm_execute_state.is_update:
-        names = {
-            getattr(k, "key", getattr(k, "name", str(k))) for k in (getattr(stmt, "_values", None) or {})
-        }
+        keys = list(getattr(stmt, "_values", None) or {})
+        keys += [k for k, _ in (getattr(stmt, "_ordered_values", None) or ())]
         if isinstance(params, list):
-            names |= {k for p in params for k in p}
-        if not names & set(TRACKED):
+            keys += [k for p in params for k in p]
+        elif isinstance(params, dict):
+            keys += list(params)
+        names = {getattr(k, "key", getattr(k, "name", str(k))) for k in keys}
+        if names and not names & set(TRACKED):
             return None  # e.g. the deadline worker's notices: nothing counted changes
     session = orm_execute_state.session
     if isinstance(params, list) and params and "id" in params[0]:
         where = Event.__table__.c.id.in_([p["id"] for p in params])
     else:
-        where = stmt.whereclause if stmt.whereclause is not None else literal(True)
+        where = stmt.whereclause if stmt.whereclause is not None else literal(True)  # type: ignore[assignment]
     ids = list(_event_rows(session, where))
     id_where = Event.__table__.c.id.in_(ids)
     before = _event_rows(session, id_where) if ids else {}
@@ -567,14 +575,17 @@ def _dim_exprs(cube: Cube, source: Mapping[str, Any]) -> list[Any]:
     return [source[d] if d in cube.dims else literal(EMPTY[d]) for d in EVENT_DIMS]
 
 
-def rebuild(session: Session) -> dict[str, Any]:
-    """Recompute every rollup row from the events and timeline, in the caller's transaction
-    (readers keep seeing the old rows until it commits). Returns rows per fact and seconds."""
+def rebuild(session: Session, cubes: Iterable[str] | None = None) -> dict[str, Any]:
+    """Recompute every rollup row (or those of some cubes) from the events and timeline, in the
+    caller's transaction (readers keep seeing the old rows until it commits). Returns rows per
+    fact and seconds."""
     started = _time.perf_counter()
     dialect = session.get_bind().dialect.name
     conn = session.connection()
-    table = Rollup.__table__
-    conn.execute(delete(table))
+    table = TABLE
+    chosen = [c for c in CUBES if cubes is None or c.name in set(cubes)]
+    names = [c.name for c in chosen]
+    conn.execute(delete(table).where(table.c.cube.in_(names)))
     e = Event.__table__.c
     event_dims = {
         "county_id": e.county_id,
@@ -586,7 +597,7 @@ def rebuild(session: Session) -> dict[str, Any]:
         "org_id": func.coalesce(e.lead_org_id, 0),
     }
     for fact, day, state, counters, where in _fact_selects(dialect):
-        for cube in CUBES:
+        for cube in chosen:
             if fact not in cube.facts:
                 continue
             dims = _dim_exprs(cube, event_dims)
@@ -594,20 +605,20 @@ def rebuild(session: Session) -> dict[str, Any]:
             group = [day, *[d for d, name in zip(dims, EVENT_DIMS, strict=True) if name in cube.dims], state]
             sel = select(*keys, *counters).select_from(Event.__table__).where(*where).group_by(*group)
             conn.execute(table.insert().from_select([*KEYS, *COUNTERS], sel))
-    _rebuild_handbacks(conn, dialect)
+    _rebuild_handbacks(conn, dialect, chosen)
     # Month rows from the day rows.
     r = table.c
     month = _month_expr(dialect, r.day)
     keys = [r.fact, r.cube, literal("m"), month, *[r[d] for d in EVENT_DIMS], r.state, r.since]
     sel = (
         select(*keys, *[func.sum(r[c]) for c in COUNTERS])
-        .where(r.grain == "d")
+        .where(r.grain == "d", r.cube.in_(names))
         .group_by(r.fact, r.cube, month, *[r[d] for d in EVENT_DIMS], r.state, r.since)
     )
     conn.execute(table.insert().from_select([*KEYS, *COUNTERS], sel))
-    counts = dict(
-        conn.execute(select(r.fact, func.count()).group_by(r.fact)).all()  # type: ignore[arg-type]
-    )
+    counts: dict[str, int] = {
+        f: int(n) for f, n in conn.execute(select(r.fact, func.count()).group_by(r.fact))
+    }
     return {"rows": {k: int(v) for k, v in sorted(counts.items())}, "seconds": time_since(started)}
 
 
@@ -615,7 +626,7 @@ def time_since(started: float) -> float:
     return round(_time.perf_counter() - started, 3)
 
 
-def _rebuild_handbacks(conn: Any, dialect: str) -> None:
+def _rebuild_handbacks(conn: Any, dialect: str, chosen: Sequence[Cube]) -> None:
     t = TimelineEntry.__table__.c
     e = Event.__table__.c
     prev = (
@@ -639,9 +650,9 @@ def _rebuild_handbacks(conn: Any, dialect: str) -> None:
         "platform": e.platform,
         "org_id": returns.c.org,
     }
-    table = Rollup.__table__
+    table = TABLE
     one = [func.count()] + [literal(0)] * (len(COUNTERS) - 1)
-    for cube in CUBES:
+    for cube in chosen:
         if "h" not in cube.facts:
             continue
         dims = _dim_exprs(cube, source)
@@ -657,7 +668,7 @@ def _rebuild_handbacks(conn: Any, dialect: str) -> None:
 
 def snapshot(session: Session) -> dict[Key, tuple[int, ...]]:
     """Every non-zero row (tests compare an incremental state with a rebuild)."""
-    r = Rollup.__table__.c
+    r = TABLE.c
     out: dict[Key, tuple[int, ...]] = {}
     for row in session.execute(select(*[r[k] for k in KEYS], *[r[c] for c in COUNTERS])):
         counters = tuple(int(x) for x in row[len(KEYS) :])

@@ -41,7 +41,7 @@ MAX_BUCKETS = 400
 FINISHED = (State.closed, State.rated, State.archived)
 NOT_DONE = (State.dispatched, State.handling)  # handling not finished yet
 OPEN = rollups.OPEN_STATES  # not finished, and not refused or merged away
-R = rollups.Rollup.__table__.c
+R = rollups.TABLE.c
 
 
 class Dimension(enum.StrEnum):
@@ -210,10 +210,6 @@ class Filters:
     org: str | None = None  # lead org code
     org_id: int | None = None
 
-    @property
-    def detailed(self) -> bool:
-        return bool(self.platform or self.category_ids or self.org_id is not None)
-
 
 def filters(
     session: Session,
@@ -266,12 +262,16 @@ def _rollup_where(scope: Scope, f: Filters) -> list[ColumnElement[bool]]:
     return out
 
 
-def _cube(scope: Scope, f: Filters, *, fine: bool = False, detail: bool = False) -> str:
-    """The smallest cube that knows every dimension the question names."""
+def _cube(scope: Scope, f: Filters, *, fine: bool = False, by: str = "") -> str:
+    """The smallest cube that knows every dimension the question names (filters and `by`, the
+    dimension grouped by): G for villages and grids, T with categories, P with platforms or
+    lead orgs, else L."""
     if fine or scope.fine:
         return "G"
-    if detail or f.detailed:
+    if f.category_ids or by == "category":
         return "T"
+    if f.platform or f.org_id is not None or by in ("platform", "org"):
+        return "P"
     return "L"
 
 
@@ -548,15 +548,15 @@ def breakdown(
     elif dimension == Dimension.platform:
         rollup_col, event_col = R.platform, Event.platform
         groups = {str(p): _Group(str(p), gettext(PLATFORM_LABELS[p])) for p in Platform}
-        cube = _cube(scope, f, detail=True)
+        cube = _cube(scope, f, by="platform")
     elif dimension == Dimension.category:
         rollup_col, event_col = R.category_id, Event.category_id
         groups = {}
-        cube = _cube(scope, f, detail=True)
+        cube = _cube(scope, f, by="category")
     elif dimension == Dimension.org:
         rollup_col, event_col = R.org_id, Event.lead_org_id
         groups = {}
-        cube = _cube(scope, f, detail=True)
+        cube = _cube(scope, f, by="org")
     else:
         rollup_col, event_col = R.day, _hour_bucket(session)
         groups = {b: _Group(b, b) for b in _buckets(win, period)}
@@ -709,7 +709,7 @@ def handbacks(
     f = f or Filters()
     now = now or utcnow()
     scope = scope_of(session, actor, region)
-    cube = "G" if scope.fine else "T"
+    cube = _cube(scope, f, by="org")
     sums = _sums(
         session,
         "h",
@@ -817,7 +817,9 @@ def flows(
     scope = scope_of(session, actor, region)
     cube = _cube(scope, f)
     where = _rollup_where(scope, f)
-    days = {d: {"date": d, "reported": 0, "accepted": 0, "closed": 0} for d in _buckets(win, Period.day)}
+    days: dict[str, dict[str, Any]] = {
+        d: {"date": d, "reported": 0, "accepted": 0, "closed": 0} for d in _buckets(win, Period.day)
+    }
     for key, fact in (("reported", "r"), ("accepted", "a"), ("closed", "c")):
         sums = _sums(
             session, fact, cube, win.first, win.last, where, [R.day], [func.sum(R.n)], days_only=True
@@ -846,7 +848,7 @@ def counts_by_region(
     now = now or utcnow()
     scope = scope_of(session, actor, parent)
     _, level, children = _children(session, scope)
-    groups = {
+    groups: dict[Any, dict[str, Any]] = {
         rid: {"key": g.key, "name": g.name, "reported": 0, "open": 0, "overdue": 0}
         for rid, g in children.items()
     }

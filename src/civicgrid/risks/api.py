@@ -69,7 +69,10 @@ def warning_detail(session: Session, actor: Actor, w: Warning) -> WarningDetail:
         )
     return WarningDetail(
         **service.describe(session, w),
-        evidence=[EvidenceOut(**{k: v for k, v in e.items() if k in EvidenceOut.model_fields}) for e in service.evidence_of(session, actor, w)],
+        evidence=[
+            EvidenceOut(**{k: v for k, v in e.items() if k in EvidenceOut.model_fields})
+            for e in service.evidence_of(session, actor, w)
+        ],
         timeline=[
             EntryOut(at=e.at, actor=e.actor, action=e.action, note=e.note, data=json.loads(e.data or "{}"))
             for e in service.timeline(session, w)
@@ -124,7 +127,9 @@ def _input(body: RuleIn) -> service.RuleInput:
 
 
 @router.get("/board", response_model=BoardOut)
-def board(session: SessionDep, actor: Reader, region: Annotated[str | None, Query(max_length=24)] = None) -> BoardOut:
+def board(
+    session: SessionDep, actor: Reader, region: Annotated[str | None, Query(max_length=24)] = None
+) -> BoardOut:
     """Open warnings by level for the shown region itself and each of its children."""
     shown, cells = service.board(session, actor, region)
     return BoardOut(
@@ -150,10 +155,19 @@ def list_warnings(
     mine: bool = False,
 ) -> WarningPage:
     stmt = service.list_stmt(
-        session, actor, level=level, state=state, open_only=open_only, region_code=region, rule_id=rule, mine=mine
+        session,
+        actor,
+        level=level,
+        state=state,
+        open_only=open_only,
+        region_code=region,
+        rule_id=rule,
+        mine=mine,
     )
     rows, total = paginate(session, stmt, page)
-    return WarningPage(items=[warning_out(session, w) for w in rows], total=total, page=page.page, size=page.size)
+    return WarningPage(
+        items=[warning_out(session, w) for w in rows], total=total, page=page.page, size=page.size
+    )
 
 
 @router.post("/warnings", response_model=WarningDetail, status_code=status.HTTP_201_CREATED)
@@ -278,4 +292,3 @@ def get_rule(rule_id: int, session: SessionDep, actor: Reader) -> RuleOut:
 def update_rule(rule_id: int, body: RuleUpdate, session: SessionDep, actor: Manager) -> RuleOut:
     rule = service.update_rule(session, actor, rule_id, _input(body), body.version)
     return rule_out(session, actor, rule, with_months=True)
-

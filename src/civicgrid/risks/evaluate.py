@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from civicgrid.events.models import Event, State
@@ -77,20 +77,17 @@ class Events:
         return arr
 
     def take(self, mask: BOOL | I64) -> Events:
-        return Events(
-            *(getattr(self, name)[mask] for name in _ARRAYS[:-1]),
-            subject=self.subject[mask] if len(self.subject) else self.subject,
-        )
+        parts = {name: getattr(self, name)[mask] for name in _ARRAYS[:-1]}
+        return Events(**parts, subject=self.subject[mask] if len(self.subject) else self.subject)
 
     @staticmethod
     def concat(parts: Sequence[Events]) -> Events:
         if not parts:
             return empty_events()
         with_subject = all(len(p.subject) == len(p) for p in parts)
-        return Events(
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS[:-1]),
-            subject=np.concatenate([p.subject for p in parts]) if with_subject else np.zeros(0, np.int64),
-        )
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS[:-1]}
+        subject = np.concatenate([p.subject for p in parts]) if with_subject else np.zeros(0, np.int64)
+        return Events(**arrays, subject=subject)
 
 
 _ARRAYS = ("src", "id", "t", "category", "grid", "village", "township", "county", "lon", "lat", "subject")
@@ -109,7 +106,7 @@ def unix_seconds(session: Session, column: Any) -> Any:
     return func.cast(func.strftime("%s", column), _BigInteger())
 
 
-def _BigInteger() -> Any:  # noqa: N802  a type factory, not a function call site
+def _BigInteger() -> Any:
     from sqlalchemy import BigInteger
 
     return BigInteger()
@@ -233,9 +230,16 @@ def dispute_parts(session: Session, *where: ColumnElement[bool], subject: str, s
         Dispute.county_id,
     ]
     if subject == "address":
-        rows = [(*r[:6], subject_key("address", r[6])) for r in session.execute(select(*base, Dispute.address).where(*where))]
+        rows = [
+            (*r[:6], subject_key("address", r[6]))
+            for r in session.execute(select(*base, Dispute.address).where(*where))
+        ]
     else:
-        stmt = select(*base, Party.id_number, Party.phone).join(Party, Party.dispute_id == Dispute.id).where(*where)
+        stmt = (
+            select(*base, Party.id_number, Party.phone)
+            .join(Party, Party.dispute_id == Dispute.id)
+            .where(*where)
+        )
         rows = []
         for r in session.execute(stmt):
             key = subject_key("party", r[6]) or subject_key("party", r[7])
@@ -345,7 +349,8 @@ def _cluster(spec: Spec, ev: Events, anchor: BOOL) -> Hits:
     region = ev.column(spec.per or RegionLevel.village)
     anchors = np.nonzero(anchor)[0]
     if not len(anchors):
-        return Hits(*(np.zeros(0, np.int64) for _ in range(3)), sets=[])
+        none = np.zeros(0, np.int64)
+        return Hits(none, none, none, sets=[])
     tree = shapely.STRtree(shapely.points(ev.lon, ev.lat))
     deg = degrees_for(spec.radius_m, float(np.max(np.abs(ev.lat))))
     q, j = tree.query(shapely.points(ev.lon[anchors], ev.lat[anchors]), predicate="dwithin", distance=deg)
@@ -392,7 +397,9 @@ class Finding:
 
 
 def _evidence(ev: Events, members: I64) -> list[tuple[str, int]]:
-    return sorted({(SOURCE_NAMES[int(s)], int(i)) for s, i in zip(ev.src[members], ev.id[members], strict=True)})
+    return sorted(
+        {(SOURCE_NAMES[int(s)], int(i)) for s, i in zip(ev.src[members], ev.id[members], strict=True)}
+    )
 
 
 def findings(ev: Events, h: Hits) -> list[Finding]:
@@ -516,7 +523,9 @@ def _disputes(
     return dispute_parts(session, *where, subject=spec.key, subjects=subjects)
 
 
-def evaluate_now(session: Session, spec: Spec, scope: Scope, now: datetime, ev: Events | None = None) -> list[Finding]:
+def evaluate_now(
+    session: Session, spec: Spec, scope: Scope, now: datetime, ev: Events | None = None
+) -> list[Finding]:
     """The rule's live findings at `now`: anchors within one window before now (or later)."""
     if spec.kind not in (RuleKind.threshold, RuleKind.cluster, RuleKind.trend, RuleKind.repeat):
         return []
@@ -572,7 +581,9 @@ def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) 
     return ok & (ev.t > now_s - horizon)
 
 
-def _incremental_regions(session: Session, spec: Spec, scope: Scope, new: Events, now_s: int) -> list[Finding]:
+def _incremental_regions(
+    session: Session, spec: Spec, scope: Scope, new: Events, now_s: int
+) -> list[Finding]:
     per = spec.per or RegionLevel.township
     col = getattr(Event, f"{per}_id")
     out: list[Finding] = []
@@ -594,7 +605,9 @@ def _incremental_regions(session: Session, spec: Spec, scope: Scope, new: Events
     return out
 
 
-def _incremental_cluster(session: Session, spec: Spec, scope: Scope, new: Events, now_s: int) -> list[Finding]:
+def _incremental_cluster(
+    session: Session, spec: Spec, scope: Scope, new: Events, now_s: int
+) -> list[Finding]:
     out: list[Finding] = []
     for i in range(len(new)):
         lon, lat, t = float(new.lon[i]), float(new.lat[i]), int(new.t[i])

@@ -2,9 +2,11 @@
 `Spec` the evaluation reads. Anything unknown, out of range or unbounded is refused with a
 message naming the parameter; nothing is guessed.
 
-    threshold  {"categories": [...], "window_days": 7, "per": "township", "levels": {"yellow": 5, "red": 10}}
+    threshold  {"categories": [...], "window_days": 7, "per": "township",
+                "levels": {"yellow": 5, "red": 10}}
     cluster    {"categories": [...]?, "radius_m": 200, "days": 3, "per": "village", "levels": {"yellow": 4}}
-    trend      {"categories": [...], "min_count": 5, "per": "township", "levels": {"yellow": 50, "orange": 100}}
+    trend      {"categories": [...], "min_count": 5, "per": "township",
+                "levels": {"yellow": 50, "orange": 100}}
     repeat     {"key": "address" | "party", "days": 90, "categories": [...]?, "include_disputes": true,
                 "per": "village", "levels": {"yellow": 3, "orange": 5}}
     data       {"dataset": "name", "conditions": [{"field", "op", "value"}], "region_field": "code"?,
@@ -18,6 +20,7 @@ percent); a more serious level needs a strictly larger value.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -119,7 +122,9 @@ def _number(raw: Any, name: str) -> float:
 def _ranged(raw: Any, name: str, lo: float, hi: float) -> float:
     value = _number(raw, name)
     if not lo <= value <= hi:
-        raise Invalid("Parameter {param} must be between {low} and {high}.", param=name, low=lo, high=hi, field=name)
+        raise Invalid(
+            "Parameter {param} must be between {low} and {high}.", param=name, low=lo, high=hi, field=name
+        )
     return value
 
 
@@ -168,7 +173,7 @@ def _levels(raw: Any, kind: RuleKind) -> tuple[tuple[WarningLevel, float], ...]:
             low = 2 if kind in (RuleKind.cluster, RuleKind.repeat) else 1
             out[level] = _whole(value, f"levels.{level}", low, MAX_COUNT)
     ordered = sorted(out.items(), key=lambda kv: LEVEL_RANK[kv[0]])
-    for (a, va), (b, vb) in zip(ordered, ordered[1:], strict=False):
+    for (a, va), (b, vb) in itertools.pairwise(ordered):
         if vb <= va:
             raise Invalid(
                 "Parameter levels: {higher} must need more than {lower} ({hv} is not more than {lv}).",
@@ -186,7 +191,9 @@ def _categories(session: Session, raw: Any, required: bool) -> tuple[tuple[str, 
 
     if raw is None or raw == []:
         if required:
-            raise Invalid("Parameter {param} is required for this kind of rule.", param="categories", field="categories")
+            raise Invalid(
+                "Parameter {param} is required for this kind of rule.", param="categories", field="categories"
+            )
         return (), None
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise Invalid("Parameter categories is a list of category codes.", field="categories")
@@ -234,7 +241,7 @@ def _window(raw: Mapping[str, Any], name: str, kind: str, default: float | None 
             field=name,
         )
     days = _ranged(raw[name], name, MIN_WINDOW_DAYS, MAX_WINDOW_DAYS[kind])
-    return int(round(days * DAY))
+    return round(days * DAY)
 
 
 def _deadlines(raw: Mapping[str, Any]) -> tuple[dict[str, float], str | None]:
@@ -244,7 +251,9 @@ def _deadlines(raw: Mapping[str, Any]) -> tuple[dict[str, float], str | None]:
         if not isinstance(given, Mapping):
             raise Invalid("Parameter deadline_hours maps warning levels to hours.", field="deadline_hours")
         for name, value in given.items():
-            hours[str(_level(name, "deadline_hours"))] = _ranged(value, f"deadline_hours.{name}", 0.25, 24 * 30)
+            hours[str(_level(name, "deadline_hours"))] = _ranged(
+                value, f"deadline_hours.{name}", 0.25, 24 * 30
+            )
     clock = raw.get("clock")
     if clock not in (None, "working", "calendar"):
         raise Invalid("Parameter clock is working or calendar.", field="clock")
@@ -286,7 +295,10 @@ def parse(
     unknown = sorted(set(raw) - KEYS[kind])
     if unknown:
         raise Invalid(
-            "Unknown parameter {param} for a {kind} rule.", param=unknown[0][:40], kind=str(kind), field="params"
+            "Unknown parameter {param} for a {kind} rule.",
+            param=unknown[0][:40],
+            kind=str(kind),
+            field="params",
         )
     hours, clock = _deadlines(raw)
     common: dict[str, Any] = {"kind": kind, "deadline_hours": hours, "clock": clock}
@@ -361,8 +373,10 @@ def _data_spec(
     name = _required(raw, "dataset")
     if not isinstance(name, str):
         raise Invalid("Parameter dataset is a dataset name.", field="dataset")
-    system = actor is None or (actor.via == "system" and actor.user_id == 0)
-    ds = data.get_dataset(session, name) if system else data.get_visible(session, actor, name)
+    if actor is None or (actor.via == "system" and actor.user_id == 0):
+        ds = data.get_dataset(session, name)
+    else:
+        ds = data.get_visible(session, actor, name)
     conditions = raw.get("conditions")
     if not conditions:
         raise Invalid(

@@ -31,7 +31,7 @@ from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.i18n import gettext
 from civicgrid.regions import service as regions
-from civicgrid.regions.models import Region, RegionLevel
+from civicgrid.regions.models import Region
 from civicgrid.risks.models import (
     LEVEL_LABELS,
     LEVEL_RANK,
@@ -71,7 +71,12 @@ DEADLINE_HOURS = {
 CALENDAR_LEVELS = {WarningLevel.red}
 
 # Spelled out so the translation extractor sees each one.
-LEVEL_NAMES_ZH = {"红": WarningLevel.red, "橙": WarningLevel.orange, "黄": WarningLevel.yellow, "蓝": WarningLevel.blue}
+LEVEL_NAMES_ZH = {
+    "红": WarningLevel.red,
+    "橙": WarningLevel.orange,
+    "黄": WarningLevel.yellow,
+    "蓝": WarningLevel.blue,
+}
 RAISED_MESSAGES = {
     WarningLevel.red: N_("New red risk warning {number}: {title}"),
     WarningLevel.orange: N_("New orange risk warning {number}: {title}"),
@@ -233,7 +238,9 @@ def _clean_evidence(evidence: Iterable[tuple[str, int]]) -> list[tuple[str, int]
             raise Invalid("Evidence is a list of (kind, id) pairs.", field="evidence") from None
         if kind not in EVIDENCE_KINDS:
             raise Invalid(
-                "Unknown evidence kind {kind}; use event, dispute or data.", kind=str(kind)[:20], field="evidence"
+                "Unknown evidence kind {kind}; use event, dispute or data.",
+                kind=str(kind)[:20],
+                field="evidence",
             )
         if isinstance(ref, bool) or not isinstance(ref, int) or ref <= 0:
             raise Invalid("Evidence ids are positive whole numbers.", field="evidence")
@@ -312,7 +319,9 @@ def _covering_closed(
 ) -> Warning | None:
     stmt = (
         select(Warning)
-        .where(Warning.rule_id == rule_id, Warning.region_id == region_id, Warning.state == WarningState.closed)
+        .where(
+            Warning.rule_id == rule_id, Warning.region_id == region_id, Warning.state == WarningState.closed
+        )
         .order_by(Warning.id.desc())
         .limit(1)
     )
@@ -566,7 +575,9 @@ def visible_stmt(actor: Actor) -> Select[Any]:
         return stmt
     tasked = exists().where(WarningTask.warning_id == Warning.id, WarningTask.org_id == actor.org_id)
     return stmt.where(
-        or_(Warning.region_path.startswith(actor.region_path), Warning.assigned_org_id == actor.org_id, tasked)
+        or_(
+            Warning.region_path.startswith(actor.region_path), Warning.assigned_org_id == actor.org_id, tasked
+        )
     )
 
 
@@ -626,7 +637,9 @@ def board(session: Session, actor: Actor, region_code: str | None = None) -> tup
         if region_code
         else regions.get(session, actor.region_id)
     )
-    children = list(session.scalars(select(Region).where(Region.parent_id == region.id).order_by(Region.code)))
+    children = list(
+        session.scalars(select(Region).where(Region.parent_id == region.id).order_by(Region.code))
+    )
     cells = []
     rows = session.execute(
         select(Warning.region_path, Warning.level, func.count())
@@ -675,11 +688,21 @@ def evidence_of(session: Session, actor: Actor, warning: Warning, limit: int = 5
     seen: dict[int, Any] = {}
     if event_ids:
         stmt = (
-            events.visible_stmt(actor) if not _is_system(actor) else select(Event)
-        ).with_only_columns(
-            Event.id, Event.number, Event.title, Event.reported_at, Event.lon, Event.lat, Event.state, Event.address,
-            Category.name.label("category"),
-        ).join(Category, Category.id == Event.category_id).where(Event.id.in_(event_ids))
+            (events.visible_stmt(actor) if not _is_system(actor) else select(Event))
+            .with_only_columns(
+                Event.id,
+                Event.number,
+                Event.title,
+                Event.reported_at,
+                Event.lon,
+                Event.lat,
+                Event.state,
+                Event.address,
+                Category.name.label("category"),
+            )
+            .join(Category, Category.id == Event.category_id)
+            .where(Event.id.in_(event_ids))
+        )
         seen = {r.id: r for r in session.execute(stmt)}
     dispute_numbers: dict[int, str] = {}
     dispute_ids = [r.ref_id for r in rows if r.kind == "dispute"]
@@ -688,7 +711,10 @@ def evidence_of(session: Session, actor: Actor, warning: Warning, limit: int = 5
             from civicgrid.disputes.models import Dispute
 
             dispute_numbers = {
-                i: n for i, n in session.execute(select(Dispute.id, Dispute.number).where(Dispute.id.in_(dispute_ids)))
+                i: n
+                for i, n in session.execute(
+                    select(Dispute.id, Dispute.number).where(Dispute.id.in_(dispute_ids))
+                )
             }
         except ImportError:
             pass
@@ -727,12 +753,18 @@ def evidence_of(session: Session, actor: Actor, warning: Warning, limit: int = 5
 
 def timeline(session: Session, warning: Warning) -> list[WarningEntry]:
     return list(
-        session.scalars(select(WarningEntry).where(WarningEntry.warning_id == warning.id).order_by(WarningEntry.id))
+        session.scalars(
+            select(WarningEntry).where(WarningEntry.warning_id == warning.id).order_by(WarningEntry.id)
+        )
     )
 
 
 def tasks_of(session: Session, warning: Warning) -> list[WarningTask]:
-    return list(session.scalars(select(WarningTask).where(WarningTask.warning_id == warning.id).order_by(WarningTask.id)))
+    return list(
+        session.scalars(
+            select(WarningTask).where(WarningTask.warning_id == warning.id).order_by(WarningTask.id)
+        )
+    )
 
 
 # ---- handling: measures, spawned events, tasks, feedback ------------------------------------------
@@ -749,14 +781,22 @@ def can_handle(actor: Actor, warning: Warning) -> bool:
 
 def _handler(session: Session, actor: Actor, number: str) -> Warning:
     warning = get_warning(session, actor, number)
-    warning = session.scalar(
-        select(Warning).where(Warning.id == warning.id).with_for_update().execution_options(populate_existing=True)
-    ) or warning
+    warning = (
+        session.scalar(
+            select(Warning)
+            .where(Warning.id == warning.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        or warning
+    )
     if warning.state == WarningState.closed:
         raise Invalid("Warning {number} is closed; nothing more can be done on it.", number=warning.number)
     _need(actor, P.risks_handle)
     if not can_handle(actor, warning):
-        raise PermissionDenied("Only the org assigned to warning {number} can do this.", number=warning.number)
+        raise PermissionDenied(
+            "Only the org assigned to warning {number} can do this.", number=warning.number
+        )
     return warning
 
 
@@ -765,7 +805,9 @@ def _text(value: str | None, what: str, field: str, required: bool = True) -> st
     if required and not text:
         raise Invalid("{what} is required.", what=gettext(what), field=field)
     if len(text) > TEXT_MAX:
-        raise Invalid("{what} is longer than {max} characters.", what=gettext(what), max=TEXT_MAX, field=field)
+        raise Invalid(
+            "{what} is longer than {max} characters.", what=gettext(what), max=TEXT_MAX, field=field
+        )
     return text
 
 
@@ -789,7 +831,9 @@ def record_measure(session: Session, actor: Actor, number: str, note: str) -> Wa
     _touch(warning)
     _entry(session, warning, actor, "measure", note=note)
     session.flush()
-    audit.record(session, actor, "warning.measure", "risk_warning", warning.number, extra={"note": note[:200]})
+    audit.record(
+        session, actor, "warning.measure", "risk_warning", warning.number, extra={"note": note[:200]}
+    )
     return warning
 
 
@@ -813,11 +857,14 @@ def spawn_event(
     description = _text(description, FIELD_DESCRIPTION, "description")
     if lon is None or lat is None:
         lon, lat = _default_point(session, warning)
-    spawned = session.scalar(
-        select(func.count()).select_from(WarningEntry).where(
-            WarningEntry.warning_id == warning.id, WarningEntry.action == "event"
+    spawned = (
+        session.scalar(
+            select(func.count())
+            .select_from(WarningEntry)
+            .where(WarningEntry.warning_id == warning.id, WarningEntry.action == "event")
         )
-    ) or 0
+        or 0
+    )
     external_id = f"{warning.number}/{spawned + 1}"
     existing = events.find_by_external_id(session, Channel.risk, external_id)
     event: Event = existing or events.create_event(
@@ -833,9 +880,13 @@ def spawn_event(
         external_id=external_id,
     )
     _touch(warning)
-    _entry(session, warning, actor, "event", note=description, data={"event": event.number, "event_id": event.id})
+    _entry(
+        session, warning, actor, "event", note=description, data={"event": event.number, "event_id": event.id}
+    )
     session.flush()
-    audit.record(session, actor, "warning.spawn_event", "risk_warning", warning.number, extra={"event": event.number})
+    audit.record(
+        session, actor, "warning.spawn_event", "risk_warning", warning.number, extra={"event": event.number}
+    )
     return event
 
 
@@ -860,7 +911,13 @@ def _default_point(session: Session, warning: Warning) -> tuple[float, float]:
 
 
 def create_task(
-    session: Session, actor: Actor, number: str, *, org_code: str, description: str, due_hours: float | None = None
+    session: Session,
+    actor: Actor,
+    number: str,
+    *,
+    org_code: str,
+    description: str,
+    due_hours: float | None = None,
 ) -> WarningTask:
     """Hand part of the work to another org; it sees the warning and must report back."""
     from civicgrid.accounts import service as accounts
@@ -891,9 +948,16 @@ def create_task(
     session.flush()
     _entry(session, warning, actor, "task", note=description, data={"task": task.id, "org": org.code})
     audit.record(
-        session, actor, "warning.task", "risk_warning", warning.number, extra={"task": task.id, "org": org.code}
+        session,
+        actor,
+        "warning.task",
+        "risk_warning",
+        warning.number,
+        extra={"task": task.id, "org": org.code},
     )
-    _notify(session, warning, f"task{task.id}", N_("A task for you on risk warning {number}: {title}"), org.id)
+    _notify(
+        session, warning, f"task{task.id}", N_("A task for you on risk warning {number}: {title}"), org.id
+    )
     return task
 
 
@@ -902,7 +966,11 @@ def complete_task(session: Session, actor: Actor, task_id: int, result: str) -> 
     _need(actor, P.risks_handle)
     task = session.get(WarningTask, task_id)
     warning = session.get(Warning, task.warning_id) if task else None
-    if task is None or warning is None or session.scalar(visible_stmt(actor).where(Warning.id == warning.id)) is None:
+    if (
+        task is None
+        or warning is None
+        or session.scalar(visible_stmt(actor).where(Warning.id == warning.id)) is None
+    ):
         raise NotFound("No task with this id.")
     if task.org_id != actor.org_id:
         raise PermissionDenied("Only the org given this task can report on it.")
@@ -928,9 +996,9 @@ def close_warning(
     except ValueError:
         raise Invalid("Say whether the warning was a real risk or a false alarm.", field="verdict") from None
     pending = session.scalar(
-        select(func.count()).select_from(WarningTask).where(
-            WarningTask.warning_id == warning.id, WarningTask.state == TaskState.open
-        )
+        select(func.count())
+        .select_from(WarningTask)
+        .where(WarningTask.warning_id == warning.id, WarningTask.state == TaskState.open)
     )
     if pending:
         raise Invalid("{n} task(s) of this warning are still open; they must report back first.", n=pending)
@@ -1000,7 +1068,9 @@ class RuleInput:
     active: bool = True
 
 
-def check_rule(session: Session, actor: Actor, data: RuleInput) -> tuple[Any, Region, Org | None, dict[str, Any]]:
+def check_rule(
+    session: Session, actor: Actor, data: RuleInput
+) -> tuple[Any, Region, Org | None, dict[str, Any]]:
     """Validate a rule without writing: its spec, region (in the actor's scope) and org."""
     from civicgrid.accounts import service as accounts
     from civicgrid.risks import rules as rule_kinds
@@ -1016,7 +1086,11 @@ def check_rule(session: Session, actor: Actor, data: RuleInput) -> tuple[Any, Re
     if not code:
         raise Invalid("Choose the region the rule watches.", field="region")
     try:
-        region = regions.get_in_scope(session, actor, code) if not _is_system(actor) else regions.get_by_code(session, code)
+        region = (
+            regions.get_in_scope(session, actor, code)
+            if not _is_system(actor)
+            else regions.get_by_code(session, code)
+        )
     except NotFound:
         raise Invalid("No region with code {region}.", region=code[:24], field="region") from None
     raw = rule_kinds.load_json(data.params)
@@ -1029,7 +1103,9 @@ def check_rule(session: Session, actor: Actor, data: RuleInput) -> tuple[Any, Re
             org = None
         org_region = session.get(Region, org.region_id) if org else None
         if org is None or org_region is None or not (actor.in_scope(org_region.path) or _is_system(actor)):
-            raise Invalid("No organisation with code {code}.", code=data.assign_org_code[:64], field="assign_org")
+            raise Invalid(
+                "No organisation with code {code}.", code=data.assign_org_code[:64], field="assign_org"
+            )
     return spec, region, org, raw
 
 
@@ -1075,7 +1151,9 @@ def update_rule(
     rule.active = bool(data.active)
     rule.updated_at = utcnow()
     session.flush()
-    audit.record(session, actor, "risk_rule.update", "risk_rule", rule.id, before=before, after=rule_dict(rule))
+    audit.record(
+        session, actor, "risk_rule.update", "risk_rule", rule.id, before=before, after=rule_dict(rule)
+    )
     return rule
 
 
@@ -1090,7 +1168,7 @@ def spec_of(session: Session, rule: RiskRule) -> Any:
 
     from civicgrid.risks import rules as rule_kinds
 
-    key = (str(session.get_bind().url), rule.id, rule.version, rule.created_at, rule.updated_at)
+    key = (str(session.get_bind().engine.url), rule.id, rule.version, rule.created_at, rule.updated_at)
     hit = _SPECS.get(key)
     if hit is not None and time.monotonic() - hit[0] < SPEC_TTL_S:
         return hit[1]
@@ -1130,7 +1208,7 @@ def precision(session: Session, rule_ids: Sequence[int] | None = None) -> dict[i
         stmt = stmt.where(Warning.rule_id.in_(list(rule_ids)))
     out: dict[int, Precision] = {}
     for rule_id, verdict, n in session.execute(stmt):
-        p = out.setdefault(int(rule_id), Precision())
+        p = out.setdefault(int(rule_id or 0), Precision())
         if verdict == Verdict.real:
             p.real += int(n)
         elif verdict == Verdict.false_alarm:
@@ -1171,7 +1249,7 @@ def warning_counts(session: Session, rule_ids: Sequence[int]) -> dict[int, tuple
         .where(Warning.rule_id.in_(list(rule_ids)))
         .group_by(Warning.rule_id)
     ).all()
-    return {int(r[0]): (int(r[2]), int(r[1])) for r in rows}
+    return {int(r[0] or 0): (int(r[2]), int(r[1])) for r in rows}
 
 
 # ---- dry run ---------------------------------------------------------------------------------------
@@ -1207,13 +1285,17 @@ def dry_run(session: Session, actor: Actor, data: RuleInput, first: Any = None, 
 
     _need(actor, P.risks_manage)
     spec, region, _org, _raw = check_rule(session, actor, data)
-    win = window(first, last) if (first or last) else window(
-        (utcnow() - timedelta(days=30)).date(), utcnow().date()
+    win = (
+        window(first, last)
+        if (first or last)
+        else window((utcnow() - timedelta(days=30)).date(), utcnow().date())
     )
     if (win.last - win.first).days >= DRY_RUN_MAX_DAYS:
         raise Invalid("A dry run covers at most {days} days.", days=DRY_RUN_MAX_DAYS, field="from")
     if spec.kind == RuleKind.manual:
-        return DryRun(str(spec.kind), win.first, win.last, [], N_("Manual rules raise nothing by themselves."))
+        return DryRun(
+            str(spec.kind), win.first, win.last, [], N_("Manual rules raise nothing by themselves.")
+        )
     if spec.kind == RuleKind.data:
         found = _data_findings(session, actor, None, spec, region, write=False)
         note = N_("Data rules are checked against the dataset's current version only.")
@@ -1222,7 +1304,9 @@ def dry_run(session: Session, actor: Actor, data: RuleInput, first: Any = None, 
     found = evaluate.dry_run(session, spec, scope, win.start, win.end)
     ids = sorted({i for f in found for k, i in f.evidence[:5] if k == "event"})
     numbers = (
-        {i: n for i, n in session.execute(select(Event.id, Event.number).where(Event.id.in_(ids)))} if ids else {}
+        {i: n for i, n in session.execute(select(Event.id, Event.number).where(Event.id.in_(ids)))}
+        if ids
+        else {}
     )
     return DryRun(str(spec.kind), win.first, win.last, _simulated(session, found, numbers))
 
@@ -1230,7 +1314,9 @@ def dry_run(session: Session, actor: Actor, data: RuleInput, first: Any = None, 
 def _simulated(session: Session, found: Sequence[Any], numbers: dict[int, str]) -> list[SimulatedWarning]:
     from civicgrid.risks import evaluate
 
-    regions_by_id = {r.id: r for r in session.scalars(select(Region).where(Region.id.in_({f.region_id for f in found})))}
+    regions_by_id = {
+        r.id: r for r in session.scalars(select(Region).where(Region.id.in_({f.region_id for f in found})))
+    }
     out = []
     for f in found:
         region = regions_by_id.get(f.region_id)
@@ -1352,7 +1438,13 @@ def _data_findings(
                     )
                 )
                 if row_id is None:
-                    row = DataRow(rule_id=rule.id, dataset_id=ds.id, data_version=dv.version, row_hash=digest, values=text)
+                    row = DataRow(
+                        rule_id=rule.id,
+                        dataset_id=ds.id,
+                        data_version=dv.version,
+                        row_hash=digest,
+                        values=text,
+                    )
                     session.add(row)
                     session.flush()
                     row_id = row.id
@@ -1385,7 +1477,9 @@ def active_rules(session: Session, kinds: Iterable[str] = EVENT_KINDS) -> list[A
     from civicgrid.risks import evaluate
 
     out = []
-    for rule in session.scalars(select(RiskRule).where(RiskRule.active.is_(True), RiskRule.kind.in_(list(kinds)))):
+    for rule in session.scalars(
+        select(RiskRule).where(RiskRule.active.is_(True), RiskRule.kind.in_(list(kinds)))
+    ):
         try:
             spec = spec_of(session, rule)
         except (Invalid, NotFound):  # e.g. a category left the catalogue: skip the rule, not the job
@@ -1403,7 +1497,9 @@ def _lock_cursor(session: Session, name: str) -> Any:
 
     dialect = session.get_bind().dialect.name
     ins = pg_insert(Cursor) if dialect == "postgresql" else sqlite_insert(Cursor)
-    session.execute(ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(index_elements=["name"]))
+    session.execute(
+        ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(index_elements=["name"])
+    )
     if dialect == "sqlite":
         # Take SQLite's write lock now, so a second worker waits here instead of working twice.
         session.execute(update(Cursor).where(Cursor.name == name).values(updated_at=Cursor.updated_at))
@@ -1461,13 +1557,17 @@ def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, in
             key = evaluate.subject_key(kind, raw)
             if key:
                 mine[kind] = key
-                values.append({"kind": kind, "key": key, "source": "event", "ref_id": r.id, "at": r.reported_at})
+                values.append(
+                    {"kind": kind, "key": key, "source": "event", "ref_id": r.id, "at": r.reported_at}
+                )
         keys[("event", int(r.id))] = mine
     if values:
         dialect = session.get_bind().dialect.name
         ins = pg_insert(Subject) if dialect == "postgresql" else sqlite_insert(Subject)
         for chunk in _chunks(values, 500):
-            session.execute(ins.values(list(chunk)).on_conflict_do_nothing(index_elements=["source", "ref_id", "kind"]))
+            session.execute(
+                ins.values(list(chunk)).on_conflict_do_nothing(index_elements=["source", "ref_id", "kind"])
+            )
     return keys
 
 
@@ -1502,7 +1602,9 @@ def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: 
     from civicgrid.risks import evaluate
 
     rows = session.execute(
-        select(Event.id, Event.address, Event.reporter_phone, Event.reported_at).where(Event.id.in_(list(ids)))
+        select(Event.id, Event.address, Event.reporter_phone, Event.reported_at).where(
+            Event.id.in_(list(ids))
+        )
     ).all()
     keys = _index_subjects(session, rows)
     new = evaluate.load_events(session, Event.id.in_(list(ids)))
@@ -1538,7 +1640,7 @@ def _cached_active(session: Session) -> list[ActiveRule]:
             ).where(RiskRule.active.is_(True))
         ).one()
     )
-    key = str(session.get_bind().url)
+    key = str(session.get_bind().engine.url)
     hit = _ACTIVE.get(key)
     if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < SPEC_TTL_S:
         return hit[2]
@@ -1563,7 +1665,10 @@ def evaluate_new(
             stats["busy"] = 1
             break
         rows = session.execute(
-            select(Event.id, Event.created_at).where(Event.id > cursor.last_id).order_by(Event.id).limit(batch)
+            select(Event.id, Event.created_at)
+            .where(Event.id > cursor.last_id)
+            .order_by(Event.id)
+            .limit(batch)
         ).all()
         ids = _contiguous(rows, cursor.last_id, at)
         if ids:
@@ -1595,14 +1700,18 @@ def full_pass(session: Session, now: datetime | None = None) -> dict[str, int]:
         snapshot = evaluate.load_events(session, Event.reported_at >= since)
         stats["events_read"] = len(snapshot)
         for a in plain:
-            raise_findings(session, a.rule_id, evaluate.evaluate_now(session, a.spec, a.scope, now, snapshot), stats)
+            raise_findings(
+                session, a.rule_id, evaluate.evaluate_now(session, a.spec, a.scope, now, snapshot), stats
+            )
     for a in (a for a in rules if a.spec.kind == "repeat"):
         raise_findings(session, a.rule_id, evaluate.evaluate_now(session, a.spec, a.scope, now), stats)
     for a in active_rules(session, ("data",)):
         try:
             with session.begin_nested():
                 rule = session.get(RiskRule, a.rule_id)
-                found = _data_findings(session, SYSTEM, rule, a.spec, regions.get(session, a.region_id), write=True)
+                found = _data_findings(
+                    session, SYSTEM, rule, a.spec, regions.get(session, a.region_id), write=True
+                )
                 raise_findings(session, a.rule_id, found, stats)
         except Exception:  # one broken data rule must not stop the others
             log.exception("data rule %s failed", a.rule_id)
@@ -1619,17 +1728,28 @@ def check_deadlines(session: Session, now: datetime | None = None) -> dict[str, 
 
     now = now or utcnow()
     rows = session.scalars(
-        select(Warning).where(Warning.state != WarningState.closed, Warning.due_at < now).order_by(Warning.due_at).limit(1000)
+        select(Warning)
+        .where(Warning.state != WarningState.closed, Warning.due_at < now)
+        .order_by(Warning.due_at)
+        .limit(1000)
     ).all()
     if not rows:
         return {"overdue": 0}
-    keys = {f"risk:{w.id}:overdue:{int(w.due_at.timestamp())}:org{w.assigned_org_id}": w for w in rows if w.due_at}
+    keys = {
+        f"risk:{w.id}:overdue:{int(w.due_at.timestamp())}:org{w.assigned_org_id}": w for w in rows if w.due_at
+    }
     sent = set(session.scalars(select(Notification.key).where(Notification.key.in_(list(keys)))))
     n = 0
     for key, w in keys.items():
         if key in sent or not w.assigned_org_id:
             continue
-        _notify(session, w, f"overdue:{int(w.due_at.timestamp()) if w.due_at else 0}", OVERDUE_MESSAGE, w.assigned_org_id)
+        _notify(
+            session,
+            w,
+            f"overdue:{int(w.due_at.timestamp()) if w.due_at else 0}",
+            OVERDUE_MESSAGE,
+            w.assigned_org_id,
+        )
         n += 1
     return {"overdue": n}
 
@@ -1709,7 +1829,9 @@ def raise_manual(
     try:
         region = regions.get_in_scope(session, actor, (region_code or "").strip())
     except NotFound:
-        raise Invalid("No region with code {region}.", region=(region_code or "")[:24], field="region") from None
+        raise Invalid(
+            "No region with code {region}.", region=(region_code or "")[:24], field="region"
+        ) from None
     ids = []
     for number in dict.fromkeys(n.strip() for n in event_numbers if n and n.strip()):
         try:

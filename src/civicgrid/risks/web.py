@@ -28,7 +28,15 @@ from civicgrid.regions import service as regions
 from civicgrid.regions.models import Region, RegionLevel
 from civicgrid.risks import rules as rule_kinds
 from civicgrid.risks import service
-from civicgrid.risks.models import RiskRule, RuleKind, TaskState, Warning, WarningLevel, WarningState, WarningTask
+from civicgrid.risks.models import (
+    RiskRule,
+    RuleKind,
+    TaskState,
+    Warning,
+    WarningLevel,
+    WarningState,
+    WarningTask,
+)
 
 
 class WarningNumberConvertor(Convertor[str]):
@@ -78,12 +86,39 @@ KIND_LABELS = {
     RuleKind.data: N_("Data condition"),
     RuleKind.manual: N_("Manual"),
 }
-KIND_EXAMPLES = {
-    RuleKind.threshold: {"categories": ["01"], "window_days": 7, "per": "township", "levels": {"yellow": 20, "red": 40}},
-    RuleKind.cluster: {"categories": ["11"], "radius_m": 200, "days": 3, "per": "village", "levels": {"yellow": 3, "orange": 5}},
-    RuleKind.trend: {"categories": ["1101"], "min_count": 5, "per": "township", "levels": {"yellow": 50, "orange": 100}},
-    RuleKind.repeat: {"key": "address", "days": 90, "categories": ["10"], "include_disputes": True, "levels": {"yellow": 3, "orange": 5}},
-    RuleKind.data: {"dataset": "water-levels", "conditions": [{"field": "level_m", "op": "gte", "value": 3.5}], "region_field": "region_code", "levels": {"orange": 1, "red": 3}},
+KIND_EXAMPLES: dict[RuleKind, dict[str, Any]] = {
+    RuleKind.threshold: {
+        "categories": ["01"],
+        "window_days": 7,
+        "per": "township",
+        "levels": {"yellow": 20, "red": 40},
+    },
+    RuleKind.cluster: {
+        "categories": ["11"],
+        "radius_m": 200,
+        "days": 3,
+        "per": "village",
+        "levels": {"yellow": 3, "orange": 5},
+    },
+    RuleKind.trend: {
+        "categories": ["1101"],
+        "min_count": 5,
+        "per": "township",
+        "levels": {"yellow": 50, "orange": 100},
+    },
+    RuleKind.repeat: {
+        "key": "address",
+        "days": 90,
+        "categories": ["10"],
+        "include_disputes": True,
+        "levels": {"yellow": 3, "orange": 5},
+    },
+    RuleKind.data: {
+        "dataset": "water-levels",
+        "conditions": [{"field": "level_m", "op": "gte", "value": 3.5}],
+        "region_field": "region_code",
+        "levels": {"orange": 1, "red": 3},
+    },
     RuleKind.manual: {"level": "yellow"},
 }
 
@@ -237,24 +272,30 @@ def warning_page(request: Request, session: SessionDep, actor: Reader, number: s
         if e["kind"] == "event" and not e.get("hidden") and e.get("lon") is not None
     ]
     entries = []
-    for e in service.timeline(session, w):
-        data = json.loads(e.data or "{}")
-        org = session.get(Org, e.org_id) if e.org_id else None
+    for entry in service.timeline(session, w):
+        org = session.get(Org, entry.org_id) if entry.org_id else None
         entries.append(
             {
-                "action": gettext(ENTRY_LABELS.get(e.action, e.action)),
-                "at": local(e.at),
-                "actor": e.actor,
+                "action": gettext(ENTRY_LABELS.get(entry.action, entry.action)),
+                "at": local(entry.at),
+                "actor": entry.actor,
                 "org": org.name if org else "",
-                "note": e.note,
-                "data": data,
+                "note": entry.note,
+                "data": json.loads(entry.data or "{}"),
             }
         )
     tasks = []
     for t in service.tasks_of(session, w):
         org = session.get(Org, t.org_id)
-        tasks.append({"task": t, "org": org.name if org else "", "due": local(t.due_at), "done": local(t.done_at),
-                      "mine": t.org_id == actor.org_id and t.state == TaskState.open and actor.can(P.risks_handle)})
+        tasks.append(
+            {
+                "task": t,
+                "org": org.name if org else "",
+                "due": local(t.due_at),
+                "done": local(t.done_at),
+                "mine": t.org_id == actor.org_id and t.state == TaskState.open and actor.can(P.risks_handle),
+            }
+        )
     rule = session.get(RiskRule, w.rule_id) if w.rule_id else None
     return render(
         request,
@@ -287,7 +328,9 @@ def event_post(
     description: Text,
     address: OptText = "",
 ) -> Response:
-    event = service.spawn_event(session, actor, number, category_code=category, description=description, address=address)
+    event = service.spawn_event(
+        session, actor, number, category_code=category, description=description, address=address
+    )
     return _done(request, f"/risks/{number}?event={event.number}")
 
 
@@ -326,7 +369,9 @@ def close_post(
 
 
 @router.post("/risks/tasks/{task_id}/done")
-def task_done_post(request: Request, session: SessionDep, actor: Handler, task_id: int, result: Text) -> Response:
+def task_done_post(
+    request: Request, session: SessionDep, actor: Handler, task_id: int, result: Text
+) -> Response:
     task = service.complete_task(session, actor, task_id, result)
     w = session.get(Warning, task.warning_id)
     return _done(request, f"/risks/{w.number}" if w else "/risks")
@@ -382,7 +427,9 @@ def rule_page(request: Request, session: SessionDep, actor: Reader, rule_id: int
     return _editor(request, session, actor, service.get_rule(session, actor, rule_id))
 
 
-def _form_input(name: str, kind: str, params: str, region_code: str, description: str, assign_org_code: str, active: str) -> service.RuleInput:
+def _form_input(
+    name: str, kind: str, params: str, region_code: str, description: str, assign_org_code: str, active: str
+) -> service.RuleInput:
     return service.RuleInput(
         name=name,
         kind=kind,
@@ -435,11 +482,17 @@ def rule_dry_run(
     except ValueError:
         raise Invalid("Dates look like 2026-11-01.", field="from") from None
     result = service.dry_run(
-        session, actor, _form_input(name or "-", kind, params, region_code, description, assign_org_code, active), d1, d2
+        session,
+        actor,
+        _form_input(name or "-", kind, params, region_code, description, assign_org_code, active),
+        d1,
+        d2,
     )
     for w in result.warnings:
         w.first_local, w.last_local = local(w.first_at), local(w.last_at)  # type: ignore[attr-defined]
-    return render(request, "risks/_dry_run.html", result=result, note=gettext(result.note) if result.note else "")
+    return render(
+        request, "risks/_dry_run.html", result=result, note=gettext(result.note) if result.note else ""
+    )
 
 
 @router.post("/risks/rules/{rule_id}")
@@ -458,6 +511,10 @@ def rule_update(
     version: Annotated[int | None, Form()] = None,
 ) -> Response:
     service.update_rule(
-        session, actor, rule_id, _form_input(name, kind, params, region_code, description, assign_org_code, active), version
+        session,
+        actor,
+        rule_id,
+        _form_input(name, kind, params, region_code, description, assign_org_code, active),
+        version,
     )
     return _done(request, f"/risks/rules/{rule_id}?saved=1")

@@ -28,7 +28,11 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("kind", _enum("rulekind", "threshold", "cluster", "trend", "repeat", "data", "manual"), nullable=False),
+        sa.Column(
+            "kind",
+            _enum("rulekind", "threshold", "cluster", "trend", "repeat", "data", "manual"),
+            nullable=False,
+        ),
         sa.Column("params", sa.Text(), nullable=False),
         sa.Column("region_id", sa.Integer(), nullable=False),
         sa.Column("region_path", sa.String(length=255), nullable=False),
@@ -41,7 +45,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["region_id"], ["region.id"], name=op.f("fk_risk_rule_region_id_region")),
         sa.ForeignKeyConstraint(["assign_org_id"], ["org.id"], name=op.f("fk_risk_rule_assign_org_id_org")),
         sa.ForeignKeyConstraint(
-            ["created_by_user_id"], ["user_account.id"], name=op.f("fk_risk_rule_created_by_user_id_user_account")
+            ["created_by_user_id"],
+            ["user_account.id"],
+            name=op.f("fk_risk_rule_created_by_user_id_user_account"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_rule")),
     )
@@ -77,14 +83,22 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
-        sa.ForeignKeyConstraint(["rule_id"], ["risk_rule.id"], name=op.f("fk_risk_warning_rule_id_risk_rule")),
-        sa.ForeignKeyConstraint(["region_id"], ["region.id"], name=op.f("fk_risk_warning_region_id_region")),
-        sa.ForeignKeyConstraint(["assigned_org_id"], ["org.id"], name=op.f("fk_risk_warning_assigned_org_id_org")),
         sa.ForeignKeyConstraint(
-            ["raised_by_user_id"], ["user_account.id"], name=op.f("fk_risk_warning_raised_by_user_id_user_account")
+            ["rule_id"], ["risk_rule.id"], name=op.f("fk_risk_warning_rule_id_risk_rule")
+        ),
+        sa.ForeignKeyConstraint(["region_id"], ["region.id"], name=op.f("fk_risk_warning_region_id_region")),
+        sa.ForeignKeyConstraint(
+            ["assigned_org_id"], ["org.id"], name=op.f("fk_risk_warning_assigned_org_id_org")
         ),
         sa.ForeignKeyConstraint(
-            ["closed_by_user_id"], ["user_account.id"], name=op.f("fk_risk_warning_closed_by_user_id_user_account")
+            ["raised_by_user_id"],
+            ["user_account.id"],
+            name=op.f("fk_risk_warning_raised_by_user_id_user_account"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["closed_by_user_id"],
+            ["user_account.id"],
+            name=op.f("fk_risk_warning_closed_by_user_id_user_account"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_warning")),
         sa.UniqueConstraint("number", name=op.f("uq_risk_warning_number")),
@@ -112,7 +126,10 @@ def upgrade() -> None:
         sa.Column("ref_id", sa.Integer(), nullable=False),
         sa.Column("added_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
-            ["warning_id"], ["risk_warning.id"], ondelete="CASCADE", name=op.f("fk_risk_evidence_warning_id_risk_warning")
+            ["warning_id"],
+            ["risk_warning.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_risk_evidence_warning_id_risk_warning"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_evidence")),
         sa.UniqueConstraint("warning_id", "kind", "ref_id", name="uq_risk_evidence_warning_kind_ref"),
@@ -137,7 +154,9 @@ def upgrade() -> None:
             name=op.f("fk_risk_warning_entry_warning_id_risk_warning"),
         ),
         sa.ForeignKeyConstraint(
-            ["actor_user_id"], ["user_account.id"], name=op.f("fk_risk_warning_entry_actor_user_id_user_account")
+            ["actor_user_id"],
+            ["user_account.id"],
+            name=op.f("fk_risk_warning_entry_actor_user_id_user_account"),
         ),
         sa.ForeignKeyConstraint(["org_id"], ["org.id"], name=op.f("fk_risk_warning_entry_org_id_org")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_warning_entry")),
@@ -158,7 +177,10 @@ def upgrade() -> None:
         sa.Column("done_by", sa.String(length=64), nullable=False),
         sa.Column("result", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["warning_id"], ["risk_warning.id"], ondelete="CASCADE", name=op.f("fk_risk_task_warning_id_risk_warning")
+            ["warning_id"],
+            ["risk_warning.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_risk_task_warning_id_risk_warning"),
         ),
         sa.ForeignKeyConstraint(["org_id"], ["org.id"], name=op.f("fk_risk_task_org_id_org")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_task")),
@@ -178,7 +200,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["rule_id"], ["risk_rule.id"], ondelete="CASCADE", name=op.f("fk_risk_data_row_rule_id_risk_rule")
         ),
-        sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], name=op.f("fk_risk_data_row_dataset_id_dataset")),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"], ["dataset.id"], name=op.f("fk_risk_data_row_dataset_id_dataset")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_data_row")),
         sa.UniqueConstraint(
             "rule_id", "dataset_id", "data_version", "row_hash", name="uq_risk_data_row_rule_version_hash"
