@@ -262,7 +262,7 @@ def py_spy_command(out: Path) -> list[str]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         raise SystemExit("py-spy is not installed (.venv/bin/pip install py-spy)")
-    return [exe, "record", "--subprocesses", "--gil", "--rate", "250", "--format", "raw", "--nonblocking",
+    return [exe, "record", "--subprocesses", "--gil", "--rate", "100", "--format", "raw", "--nonblocking",
             "--output", str(out), "--"]  # fmt: skip
 
 

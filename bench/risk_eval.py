@@ -154,7 +154,7 @@ def _new_event(db: Database, rng: random.Random, grids: list[Region], cats: list
                     lon=lon,
                     lat=lat,
                     description="基准测试新事件",
-                    address=f"东山路{rng.randint(1, 40)}号",
+                    address=f"{g.name}东山路{rng.randint(1, 300)}号",
                     channel=Channel.web,
                 )
                 return
@@ -272,6 +272,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--full-repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--prepare-only", action="store_true")
     args = ap.parse_args()
     targets = []
     if args.sqlite:
@@ -280,12 +281,16 @@ def main() -> None:
         targets.append(("PostgreSQL", args.pg))
     results = []
     for name, url in targets:
-        if args.prepare:
+        if args.prepare or args.prepare_only:
             prepare(url, args.count)
+        if args.prepare_only:
+            continue
         r = measure(url, args.events, args.full_repeats)
         r["backend"] = name
         print(json.dumps(r, ensure_ascii=False, default=str), flush=True)
         results.append(r)
+    if not results:
+        return
     text_ = report(results, args.events)
     print(text_)
     if not args.no_write and results:

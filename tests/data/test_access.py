@@ -280,12 +280,13 @@ def test_reads_are_audited_with_personal_values_masked(access_world: AccessWorld
     assert sum(c[1] for c in meter.pending().values()) == 3
 
 
-def test_a_destroyed_dataset_is_unknown_even_to_its_grants(access_world: AccessWorld):
+def test_a_destroyed_dataset_is_refused_even_to_its_grants(access_world: AccessWorld):
     w = access_world
     with w.db.session() as s:
         access.approve(s, w.actor(s, "steward"), _apply(s, w).id)
         ds = access.get_dataset(s, "population")
         ds.state = DatasetState.destroyed
         s.flush()
-        with pytest.raises(NotFound):
+        with pytest.raises(access.DatasetDestroyed) as err:  # 410, saying so, not "unknown"
             access.policy_for(s, w.org_id(s, "consumer"), "population")
+        assert err.value.status == 410 and "population" in err.value.translated()

@@ -693,6 +693,17 @@ def _place(
     raise Invalid("Say where the dispute arose: choose a grid or a point on the map.", field="grid_code")
 
 
+def intake_grids(session: Session, actor: Actor, limit: int = 1000) -> list[Region]:
+    """The grids of the reader's area for the intake form's place picker (at most `limit`)."""
+    stmt = (
+        select(Region)
+        .where(Region.level == RegionLevel.grid, Region.path.startswith(actor.region_path))
+        .order_by(Region.code)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
 def _in_scope(actor: Actor, path: str) -> bool:
     return (actor.via == "system" and actor.role == "system") or actor.in_scope(path)
 

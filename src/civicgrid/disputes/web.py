@@ -9,6 +9,7 @@ into the form's error area. The intake form renders its own errors so typed text
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,7 +33,6 @@ from civicgrid.core.web import render
 from civicgrid.disputes import service
 from civicgrid.disputes.models import Dispute, Level, Risk, State
 from civicgrid.events import service as events
-from civicgrid.regions.models import Region, RegionLevel
 
 
 class DisputeNumberConvertor(Convertor[str]):
@@ -114,18 +114,6 @@ def choices() -> dict[str, Any]:
 # ---- intake -------------------------------------------------------------------------------
 
 
-def _grids(session: Session, actor: Actor) -> list[Region]:
-    """The grids of the reader's area (for the place picker), at most 1,000."""
-    return list(
-        session.scalars(
-            select(Region)
-            .where(Region.level == RegionLevel.grid, Region.path.startswith(actor.region_path))
-            .order_by(Region.code)
-            .limit(1000)
-        )
-    )
-
-
 def _intake_form(
     request: Request,
     session: Session,
@@ -154,7 +142,7 @@ def _intake_form(
         values=values,
         parties=parties,
         event=event,
-        grids=_grids(session, actor),
+        grids=service.intake_grids(session, actor),
         error=error,
         error_field=field,
         untaken=service.untaken_dispute_events(session, actor, limit=20),
@@ -318,10 +306,8 @@ def _case_context(session: Session, actor: Actor, d: Dispute) -> dict[str, Any]:
     # Linked, not copied: a case taken from an event shows the event's own description.
     r["event_description"] = ""
     if r["event_number"]:
-        try:
+        with contextlib.suppress(NotFound):  # the reader may not see the event (outside their scope)
             r["event_description"] = events.get_event(session, actor, r["event_number"]).description
-        except NotFound:  # the reader may not see the event (outside their scope)
-            pass
     return {
         "r": r,
         "rounds": [

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, create_engine, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from civicgrid.accounts import service as accounts
@@ -224,11 +225,23 @@ def next_number(session: Session, prefix: str, at: datetime) -> str:
         .returning(EventSequence.last)
     )
     if dialect == "postgresql":
-        with _numbering_engine(session).connect() as conn:
-            seq = conn.execute(stmt).scalar_one()
+        seq = _take_number(_numbering_engine(session), stmt)
     else:
         seq = session.execute(stmt).scalar_one()
     return f"{prefix}-{day:%Y%m%d}-{seq:05d}"
+
+
+def _take_number(engine: Engine, stmt: Any) -> int:
+    # No pre-ping (a round trip per number): a connection found dead is replaced and the
+    # upsert tried once more (if the first one did commit, that number becomes a gap).
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 _numbering: dict[str, Engine] = {}
@@ -252,7 +265,6 @@ def _numbering_engine(session: Session) -> Engine:
                     isolation_level="AUTOCOMMIT",
                     pool_size=4,
                     max_overflow=36,
-                    pool_pre_ping=True,
                     connect_args={"options": "-c synchronous_commit=off"},
                 )
                 _numbering[key] = engine

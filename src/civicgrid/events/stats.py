@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from civicgrid.accounts.models import Org
@@ -166,6 +166,7 @@ def scope_of(session: Session, actor: Actor, code: str | None = None) -> Scope:
     """The reader's region subtree (or the region `code` inside it, else 404) as index-friendly
     equalities on the event's own county/township/village/grid columns."""
     _require(actor)
+    _custom_plans(session)
     if code:
         region = regions.get_in_scope(session, actor, code)
     elif actor.region_id:
@@ -173,6 +174,15 @@ def scope_of(session: Session, actor: Actor, code: str | None = None) -> Scope:
     else:
         return Scope(None)  # the system actor: everything
     return Scope(region, *_conditions(session, region))
+
+
+def _custom_plans(session: Session) -> None:
+    """PostgreSQL: plan each statement for its own values. psycopg prepares a statement after
+    five runs, and PostgreSQL's generic plan for `accepted_at` in a range (values unknown) reads
+    a year of the covering stats index instead of the few open events of `ix_event_open`:
+    3.6 s instead of 16 ms for a year city-wide. For this transaction only."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def _conditions(

@@ -19,6 +19,7 @@ incremental run cannot take back (see docs/decisions-risks.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,53 @@ EARTH_RADIUS_M = 6_371_000.0
 SHIFT = np.int64(1 << 34)  # group rank × SHIFT + unix seconds: one sortable key
 RANK_LEVEL = {v: k for k, v in LEVEL_RANK.items()}
 REGION_COLUMNS = ("grid", "village", "township", "county")
+
+
+# ---- where to look: townships and grids near a point (the township-leading event index) -----------
+
+_TOWNS: dict[str, tuple[float, tuple[Any, ...], dict[int, int], dict[int, list[int]]]] = {}
+TOWNS_TTL_S = 300.0
+
+
+def _town_maps(session: Session) -> tuple[dict[int, int], dict[int, list[int]]]:
+    """grid id → township id, and county id → township ids (cached per database, re-read when
+    the region table changes or after five minutes)."""
+    import time
+
+    stamp = tuple(
+        session.execute(select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at))).one()
+    )
+    key = str(session.get_bind().engine.url)
+    hit = _TOWNS.get(key)
+    if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < TOWNS_TTL_S:
+        return hit[2], hit[3]
+    rows = session.execute(select(Region.id, Region.code, Region.level, Region.path)).all()
+    town_id = {r.code: r.id for r in rows if r.level == RegionLevel.township}
+    county_code = {r.id: r.code for r in rows if r.level == RegionLevel.county}
+    grid_town: dict[int, int] = {}
+    county_towns: dict[int, list[int]] = {cid: [] for cid in county_code}
+    county_by_code = {v: k for k, v in county_code.items()}
+    for r in rows:
+        parts = r.path.strip("/").split("/")
+        if r.level == RegionLevel.grid:
+            town = next((town_id[c] for c in parts if c in town_id), None)
+            if town is not None:
+                grid_town[r.id] = town
+        elif r.level == RegionLevel.township:
+            county = next((county_by_code[c] for c in parts if c in county_by_code), None)
+            if county is not None:
+                county_towns[county].append(r.id)
+    _TOWNS[key] = (time.monotonic(), stamp, grid_town, county_towns)
+    return grid_town, county_towns
+
+
+def _grids_near(session: Session, lon: float, lat: float, dlon: float, dlat: float) -> list[int]:
+    """Grids whose polygon meets the box around a point (the regions' STRtree)."""
+    from civicgrid.regions import service as regions
+
+    index = regions.grid_index(session)
+    hits = index.tree.query(shapely.box(lon - dlon, lat - dlat, lon + dlon, lat + dlat))
+    return sorted(int(index.ids[h]) for h in hits)
 
 
 # ---- the events, as arrays -------------------------------------------------------------------
@@ -165,6 +213,7 @@ def normalise_phone(text: str | None) -> str:
     return digits if len(digits) >= 7 else ""
 
 
+@functools.lru_cache(maxsize=200_000)
 def subject_key(kind: str, value: str | None) -> str:
     """The stored key of an address or party: a hash, so the index holds no personal data."""
     norm = normalise_address(value) if kind == "address" else normalise_party(value)
@@ -588,13 +637,21 @@ def _incremental_regions(
     col = getattr(Event, f"{per}_id")
     out: list[Finding] = []
     regions = new.column(per)
+    _grid_town, county_towns = _town_maps(session)
     for region in np.unique(regions):
-        starts = new.t[regions == region]
+        mine = regions == region
+        starts = new.t[mine]
         lo = from_unix(int(starts.min()) - spec.lookback_s)
         hi = from_unix(int(starts.max()) + spec.reach_s)
+        # Name the township(s) too: the township-leading covering index then serves the read.
+        if per == RegionLevel.county:
+            towns = Event.township_id.in_(county_towns.get(int(region), []) or [-1])
+        else:
+            towns = Event.township_id == int(new.township[mine][0])
         ev = load_events(
             session,
             col == int(region),
+            towns,
             Event.reported_at > lo,
             Event.reported_at < hi + timedelta(seconds=1),
             *category_sql(spec),
@@ -613,8 +670,15 @@ def _incremental_cluster(
         lon, lat, t = float(new.lon[i]), float(new.lat[i]), int(new.t[i])
         d = degrees_for(2 * spec.radius_m, lat)
         dlat = 2 * spec.radius_m / 111_195.0 * 1.01 + 1e-9
+        grids = _grids_near(session, lon, lat, d, dlat)
+        grid_town, _county_towns = _town_maps(session)
+        towns = sorted({grid_town[g] for g in grids if g in grid_town})
+        if not grids:
+            continue
         ev = load_events(
             session,
+            Event.township_id.in_(towns or [-1]),
+            Event.grid_id.in_(grids),
             Event.lat.between(lat - dlat, lat + dlat),
             Event.lon.between(lon - d, lon + d),
             Event.reported_at > from_unix(t - spec.window_s),

@@ -1529,14 +1529,42 @@ def _title(rule: RiskRule, region: Region) -> str:
 
 
 def raise_findings(session: Session, rule_id: int, found: Sequence[Any], stats: dict[str, int]) -> None:
+    """Raise a rule's findings. Findings its open warnings already hold (same or lower level, no
+    new evidence) are recognised from two reads per rule and cost nothing more: a full pass over
+    a quiet day writes and locks nothing."""
     from civicgrid.risks import evaluate
 
-    rule = session.get(RiskRule, rule_id)
-    if rule is None or not found:
+    merged = evaluate.merge(found)
+    if not merged:
         return
-    for f in evaluate.merge(found):
+    open_rows = session.execute(
+        select(Warning.id, Warning.region_id, Warning.level).where(
+            Warning.rule_id == rule_id, Warning.state != WarningState.closed
+        )
+    ).all()
+    wanted = {f.region_id for f in merged}
+    open_by_region = {r.region_id: r for r in open_rows if r.region_id in wanted}
+    linked: dict[int, set[tuple[str, int]]] = {r.id: set() for r in open_by_region.values()}
+    for chunk in _chunks(list(linked), 500):
+        for wid, kind, ref in session.execute(
+            select(WarningEvidence.warning_id, WarningEvidence.kind, WarningEvidence.ref_id).where(
+                WarningEvidence.warning_id.in_(chunk)
+            )
+        ):
+            linked[wid].add((kind, ref))
+    rule: RiskRule | None = None
+    for f in merged:
+        o = open_by_region.get(f.region_id)
+        if (
+            o is not None
+            and LEVEL_RANK[f.level] <= LEVEL_RANK[WarningLevel(o.level)]
+            and linked[o.id].issuperset(f.evidence)
+        ):
+            stats["unchanged"] = stats.get("unchanged", 0) + 1
+            continue
+        rule = rule or session.get(RiskRule, rule_id)
         region = session.get(Region, f.region_id)
-        if region is None:
+        if rule is None or region is None:
             continue
         _w, status = _raise_status(
             session, SYSTEM, "rule", region, f.level, _title(rule, region), f.evidence, rule

@@ -76,7 +76,7 @@ ENTRY_LABELS = {
     "event": N_("Event created"),
     "task": N_("Task handed out"),
     "task_done": N_("Task done"),
-    "close": N_("Closed"),
+    "close": N_("Handled and closed"),
 }
 KIND_LABELS = {
     RuleKind.threshold: N_("Threshold"),
