@@ -33,3 +33,6 @@ def test_the_demo_cockpit_is_alive(db, tmp_path: Path):
         assert direct and sum(r[1] for r in trend["rows"]) == direct
         m = cockpit.compute(s, cockpit.get_panel(actor, "events.map"), ctx)
         assert len(m["rows"]) == 9  # the nine counties of 台州市
+        accepted = cockpit.compute(s, cockpit.get_panel(actor, "events.rates"), ctx)["rows"][0][0]
+        platforms = cockpit.compute(s, cockpit.get_panel(actor, "events.platform"), ctx)["rows"]
+        assert accepted and sum(r[1] for r in platforms) == accepted  # every breakdown is filled

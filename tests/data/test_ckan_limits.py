@@ -1,5 +1,7 @@
 """Anonymous CKAN calls are limited per client address; CKAN routes have unique operation ids."""
 
+# ruff: noqa: F811 (tests take the imported ckan_world fixture as a parameter)
+
 from __future__ import annotations
 
 import warnings
@@ -7,8 +9,7 @@ import warnings
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.data.test_ckan import CkanWorld
-from tests.data.test_ckan import ckan_world as ckan_world_fixture  # noqa: F401
+from tests.data.test_ckan import CkanWorld, ckan_world  # noqa: F401 (the fixture)
 
 
 def test_anonymous_calls_are_limited_per_address(

@@ -27,7 +27,7 @@ from civicgrid.core.pdf import cjk_font, styles
 TABLE_ROWS = 8  # rows of a panel's table in the report
 LIST_ROWS = 5
 SERIES_COLOURS = [colors.HexColor(c) for c in ("#1d4f91", "#2f9e44", "#e8590c", "#862e9c", "#c92a2a")]
-COLUMNS_PER_ROW = 3
+COLUMNS_PER_ROW = 4
 LINE = colors.HexColor("#d9e2ec")
 BOXED = [("BOX", (0, 0), (-1, -1), 0.25, LINE), ("INNERGRID", (0, 0), (-1, -1), 0.25, LINE)]
 
@@ -120,7 +120,9 @@ def _line_chart(p: dict[str, Any], width: float) -> Drawing:
 
 
 def _table(p: dict[str, Any], width: float) -> Any:
-    keep = [i for i, c in enumerate(p["columns"]) if c["key"] not in ("url", "code")][:5]
+    wide = set((p.get("extra") or {}).get("wide", []))  # what the big screen leaves out, so does paper
+    keep = [i for i, c in enumerate(p["columns"]) if c["key"] not in ("url", "code") and c["key"] not in wide]
+    keep = keep[:5]
     rows = p["rows"][: LIST_ROWS if p["kind"] == "table" else TABLE_ROWS]
     if p["kind"] == "map":
         rows = sorted(p["rows"], key=lambda r: -(r[2] or 0))[:TABLE_ROWS]
@@ -154,7 +156,7 @@ def _table(p: dict[str, Any], width: float) -> Any:
 
 
 def render_pdf(*, title: str, subtitle: str, panels: list[dict[str, Any]]) -> bytes:
-    """One landscape A4 page: title, figures, then the other panels three to a row."""
+    """One landscape A4 page: title, figures, then the other panels four to a row."""
     buf = io.BytesIO()
     page_w, page_h = landscape(A4)
     margin = 10 * mm

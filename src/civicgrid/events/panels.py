@@ -33,6 +33,7 @@ DUE_SOON_HOURS = 24  # "due soon" on the cockpit: the handling deadline within t
 TREND_DAYS = 30
 MAP_POINTS = 1500  # newest events drawn as points on the map
 RANKING_ROWS = 10
+RANKED_MIN = 5  # events a department needs in the period to be ranked ahead of the rest
 TOP_CATEGORIES = 10
 ANALYTIC = (View.analytic,)  # panels the big screen leaves out (it has room for about eight)
 
@@ -238,7 +239,9 @@ def departments_query(session: Session, ctx: Context) -> PanelData:
             rows.append([o["name"], None, None, None, o["handbacks"], 0])
 
     def rank(r: list[Any]) -> tuple[Any, ...]:
-        return (r[1] is None, -(r[1] or 0), -(r[2] or 0), r[4], -r[5], r[0])
+        # A rate of one or two events says little: departments with fewer than RANKED_MIN events
+        # of the period come after those with enough, each group by 按期结案率, then 满意率.
+        return (r[5] < RANKED_MIN, r[1] is None, -(r[1] or 0), -(r[2] or 0), r[4], -r[5], r[0])
 
     rows.sort(key=rank)
     return PanelData(
