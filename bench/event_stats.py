@@ -203,6 +203,95 @@ def measure(url: str, repeat: int) -> tuple[dict[tuple[str, str, str], float], f
     return out, baseline, total
 
 
+def write_cost(url: str, rounds: int) -> str:
+    """What keeping the rollups costs a write: reports (service.create_event) and the first two
+    steps (accept, dispatch), with the rollup listeners on and off in alternating batches of the
+    same process on a fresh copy of the test world; CPU ms per event (this process and its
+    database backend) and wall ms, medians over the batches."""
+    import sys
+
+    from sqlalchemy import event as sa_event
+    from sqlalchemy.orm import Session
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.events.conftest import build_world
+
+    from civicgrid.events import actions, service
+    from civicgrid.events.models import Channel
+
+    if url.startswith("postgresql"):
+        u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
+                              isolation_level="AUTOCOMMIT")  # fmt: skip
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+            c.execute(text(f'CREATE DATABASE "{u.database}"'))
+        admin.dispose()
+    else:
+        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    upgrade(url)
+    db = Database(url)
+    with db.session() as s:
+        build_world(s)
+    listeners = [
+        (Session, "after_flush", rollups._after_flush),
+        (Session, "do_orm_execute", rollups._bulk_statement),
+    ]
+
+    def switch(on: bool) -> None:
+        for target, name, fn in listeners:
+            if on and not sa_event.contains(target, name, fn):
+                sa_event.listen(target, name, fn)
+            if not on and sa_event.contains(target, name, fn):
+                sa_event.remove(target, name, fn)
+
+    def batch(n: int) -> None:
+        for i in range(n):
+            with db.session() as s:
+                who = accounts.actor_for_user(s, accounts.get_user_by_username(s, "resident"))
+                number = service.create_event(
+                    s,
+                    who,
+                    category_code="0102",
+                    lon=2.5,
+                    lat=2.5,
+                    description=f"暴露垃圾 {i}",
+                    channel=Channel.web,
+                ).number
+            with db.session() as s:
+                d = accounts.actor_for_user(s, accounts.get_user_by_username(s, "dispatcher"))
+                actions.act(s, d, number, "accept")
+                actions.act(s, d, number, "dispatch")
+
+    with db.session() as s:
+        BACKEND_PID[:] = []
+    per: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    size = 20
+    batch(size)  # warm-up
+    for r in range(rounds):
+        for on in (r % 2 == 0, r % 2 == 1):
+            switch(on)
+            with db.engine.connect() as c:  # the pool's connection: its backend does the work
+                pids = (
+                    [c.exec_driver_sql("SELECT pg_backend_pid()").scalar()]
+                    if db.engine.dialect.name == "postgresql"
+                    else []
+                )
+            BACKEND_PID[:] = [p for p in pids if p]
+            cpu0, t0 = _cpu_seconds(), time.perf_counter()
+            batch(size)
+            per[on].append(((_cpu_seconds() - cpu0) / size * 1000, (time.perf_counter() - t0) / size * 1000))
+    switch(True)
+    db.dispose()
+    on_cpu, off_cpu = (statistics.median(c for c, _ in per[k]) for k in (True, False))
+    on_wall, off_wall = (statistics.median(w for _, w in per[k]) for k in (True, False))
+    return (
+        f"report + accept + dispatch, {rounds} × {size} events per setting: CPU {on_cpu:.1f} ms/event with "
+        f"rollups vs {off_cpu:.1f} without ({(on_cpu / off_cpu - 1) * 100:+.0f} %); wall {on_wall:.1f} vs "
+        f"{off_wall:.1f} ms ({(on_wall / off_wall - 1) * 100:+.0f} %); load {os.getloadavg()[0]:.1f}"
+    )
+
+
 def table(name: str, res: dict[tuple[str, str, str], float], baseline: float, total: int) -> str:
     cols = [(scope, w) for scope in ("city", "township") for w in WINDOWS]
     queries = list(dict.fromkeys(k[2] for k in res))
@@ -239,6 +328,9 @@ def main() -> None:
     ap.add_argument("--pg", help="PostgreSQL database URL")
     ap.add_argument("--prepare", action="store_true", help="build the databases first")
     ap.add_argument("--rebuild", action="store_true", help="recompute the rollups first (timed)")
+    ap.add_argument(
+        "--write-cost", type=int, default=0, metavar="ROUNDS", help="instead: what the rollups cost a write"
+    )
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
@@ -247,6 +339,10 @@ def main() -> None:
         targets.append(("SQLite", f"sqlite:///{Path(args.sqlite).resolve()}"))
     if args.pg:
         targets.append(("PostgreSQL", args.pg))
+    if args.write_cost:
+        for name, url in targets:
+            print(f"{name}: {write_cost(url, args.write_cost)}", flush=True)
+        return
     sections = []
     for name, url in targets:
         took = prepare(url, args.count) if args.prepare else None

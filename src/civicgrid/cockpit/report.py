@@ -24,8 +24,8 @@ from reportlab.platypus import KeepInFrame, Paragraph, SimpleDocTemplate, Spacer
 from civicgrid.core.i18n import gettext as _
 from civicgrid.core.pdf import cjk_font, styles
 
-TABLE_ROWS = 8  # rows of a panel's table in the report
-LIST_ROWS = 5
+TABLE_ROWS = 6  # rows of a panel's table in the report
+LIST_ROWS = 4
 SERIES_COLOURS = [colors.HexColor(c) for c in ("#1d4f91", "#2f9e44", "#e8590c", "#862e9c", "#c92a2a")]
 COLUMNS_PER_ROW = 4
 LINE = colors.HexColor("#d9e2ec")
@@ -60,7 +60,7 @@ def _p(text: Any, size: float = 7, **kw: Any) -> Paragraph:
     return Paragraph(escape(str(text)), _style(size, **kw))
 
 
-def _figures(panels: list[dict[str, Any]]) -> Table | None:
+def _figures(panels: list[dict[str, Any]], width: float) -> Table | None:
     cells: list[Any] = []
     for p in panels:
         row = p["rows"][0] if p.get("rows") else []
@@ -71,10 +71,13 @@ def _figures(panels: list[dict[str, Any]]) -> Table | None:
             )
     if not cells:
         return None
-    per_row = 10
+    per_row = 12
     grid = [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
     grid[-1] += [""] * (per_row - len(grid[-1]))
-    t = Table([[Table([[c[0]], [c[1]]]) if c else "" for c in line] for line in grid])
+    t = Table(
+        [[Table([[c[0]], [c[1]]]) if c else "" for c in line] for line in grid],
+        colWidths=[width / per_row] * per_row,
+    )
     t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *BOXED]))
     return t
 
@@ -177,7 +180,7 @@ def render_pdf(*, title: str, subtitle: str, panels: list[dict[str, Any]]) -> by
         _p(subtitle, 7.5, colour=colors.HexColor("#52606d")),
         Spacer(1, 4),
     ]
-    figures = _figures([p for p in ok if p["kind"] == "number"])
+    figures = _figures([p for p in ok if p["kind"] == "number"], width)
     if figures is not None:
         story += [figures, Spacer(1, 6)]
     cell_w = width / COLUMNS_PER_ROW - 6

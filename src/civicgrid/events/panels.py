@@ -322,13 +322,13 @@ def _list_stmt(session: Session, ctx: Context) -> Select[Any]:
     return stmt
 
 
-def _event_rows(session: Session, ctx: Context, stmt: Select[Any]) -> list[list[Any]]:
+def _event_rows(session: Session, ctx: Context, events: Select[Any]) -> list[list[Any]]:
     """The first rows of an event list: number, title, category, department (lead, else the office
     that dispatches it), handling deadline and the time left, in one query (no per-row lookups)."""
     now = ctx.now or utcnow()
     lead, owner = aliased(Org), aliased(Org)
     stmt = (
-        stmt.order_by(None)
+        events.order_by(None)
         .order_by(Event.handle_due_at, Event.id)
         .limit(LIST_ROWS)
         .with_only_columns(
