@@ -26,6 +26,10 @@ EXPECTED = {
     "grid_worker": {"/regions/map", "/admin/orgs", "/account", "/events/search"} | REPORTER,
     "resident": {"/regions/map", "/account"} | REPORTER,
 }
+# Mediation (disputes): the workbench for who mediates, the difficult-case overview for leaders.
+for _role in ("admin", "dispatcher"):
+    EXPECTED[_role] = EXPECTED[_role] | {"/disputes/work"}
+EXPECTED["leader"] = EXPECTED["leader"] | {"/disputes/difficult"}
 
 
 def nav_links(html: str) -> set[str]:

@@ -344,23 +344,33 @@ def add_handback(
 # ---- writing deltas --------------------------------------------------------------------------
 
 
+_UPSERT: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """`INSERT … ON CONFLICT (key) DO UPDATE SET c = c + excluded.c`, built once per dialect
+    (building the expression costs more than running it)."""
+    if dialect not in _UPSERT:
+        ins = pg_insert(TABLE) if dialect == "postgresql" else sqlite_insert(TABLE)
+        excluded = ins.excluded
+        _UPSERT[dialect] = ins.on_conflict_do_update(
+            index_elements=list(KEYS), set_={c: TABLE.c[c] + excluded[c] for c in COUNTERS}
+        )
+    return _UPSERT[dialect]
+
+
 def apply(session: Session, delta: Delta) -> int:
     """Add the non-zero deltas to their rows (created when missing), in key order so concurrent
     writers lock rows in the same order. Returns the rows touched."""
     rows = [
         {**dict(zip(KEYS, k, strict=True)), **dict(zip(COUNTERS, v, strict=True))}
-        for k, v in sorted(delta.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
+        for k, v in sorted(delta.items())
         if any(v)
     ]
     if not rows:
         return 0
     conn = session.connection()
-    table = TABLE
-    ins = pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
-    stmt = ins.on_conflict_do_update(
-        index_elements=list(KEYS), set_={c: table.c[c] + ins.excluded[c] for c in COUNTERS}
-    )
-    conn.execute(stmt, rows)
+    conn.execute(_upsert(conn.dialect.name), rows)
     return len(rows)
 
 
