@@ -31,21 +31,21 @@ from sqlalchemy import create_engine, delete, func, select, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine_info, median, percentile  # noqa: E402
+from _common import ROOT, machine_info, median, percentile
 
-from civicgrid.accounts import service as accounts  # noqa: E402
-from civicgrid.accounts.models import Membership, Org, OrgKind, User  # noqa: E402
-from civicgrid.core.auth import SYSTEM  # noqa: E402
-from civicgrid.core.db import Database, utcnow  # noqa: E402
-from civicgrid.core.migrate import upgrade  # noqa: E402
-from civicgrid.demo import service as demo  # noqa: E402
-from civicgrid.demo.events import generate_events  # noqa: E402
-from civicgrid.events import service as events  # noqa: E402
-from civicgrid.events.models import Category, Channel, Event  # noqa: E402
-from civicgrid.models import load_all  # noqa: E402
-from civicgrid.regions.models import Region, RegionLevel  # noqa: E402
-from civicgrid.risks import service as risks  # noqa: E402
-from civicgrid.risks.models import (  # noqa: E402
+from civicgrid.accounts import service as accounts
+from civicgrid.accounts.models import Membership, Org, OrgKind, User
+from civicgrid.core.auth import SYSTEM
+from civicgrid.core.db import Database, utcnow
+from civicgrid.core.migrate import upgrade
+from civicgrid.demo import service as demo
+from civicgrid.demo.events import generate_events
+from civicgrid.events import service as events
+from civicgrid.events.models import Category, Channel, Event
+from civicgrid.models import load_all
+from civicgrid.regions.models import Region, RegionLevel
+from civicgrid.risks import service as risks
+from civicgrid.risks.models import (
     Cursor,
     RiskRule,
     Subject,
@@ -83,33 +83,67 @@ def prepare(url: str, count: int) -> None:
 # 50 rules over the whole city: the kinds and parameters a county centre would configure.
 def rule_specs(session: Any) -> list[tuple[str, str, dict[str, Any]]]:
     classes = [c for c in session.scalars(select(Category.code).where(Category.parent_id.is_(None)))]
-    subs = list(session.scalars(select(Category.code).where(Category.parent_id.is_not(None)).order_by(Category.code)))
+    subs = list(
+        session.scalars(select(Category.code).where(Category.parent_id.is_not(None)).order_by(Category.code))
+    )
     rng = random.Random(7)
     specs: list[tuple[str, str, dict[str, Any]]] = []
     for i in range(20):
         per = ["township", "village", "county"][i % 3]
         days = [1, 3, 7, 14][i % 4]
         base = {"township": 40, "village": 12, "county": 200}[per] * days
-        specs.append((f"阈值{i}", "threshold", {
-            "categories": [classes[i % len(classes)]], "window_days": days, "per": per,
-            "levels": {"yellow": base, "orange": base * 2, "red": base * 4},
-        }))
+        specs.append(
+            (
+                f"阈值{i}",
+                "threshold",
+                {
+                    "categories": [classes[i % len(classes)]],
+                    "window_days": days,
+                    "per": per,
+                    "levels": {"yellow": base, "orange": base * 2, "red": base * 4},
+                },
+            )
+        )
     for i in range(10):
-        specs.append((f"聚集{i}", "cluster", {
-            "categories": [classes[(i * 3) % len(classes)]], "radius_m": [100, 200, 300][i % 3],
-            "days": [1, 2, 3][i % 3], "levels": {"yellow": 4, "orange": 6, "red": 10},
-        }))
+        specs.append(
+            (
+                f"聚集{i}",
+                "cluster",
+                {
+                    "categories": [classes[(i * 3) % len(classes)]],
+                    "radius_m": [100, 200, 300][i % 3],
+                    "days": [1, 2, 3][i % 3],
+                    "levels": {"yellow": 4, "orange": 6, "red": 10},
+                },
+            )
+        )
     for i in range(10):
-        specs.append((f"趋势{i}", "trend", {
-            "categories": [rng.choice(subs)], "min_count": 8, "per": "township",
-            "levels": {"yellow": 100, "orange": 200, "red": 400},
-        }))
+        specs.append(
+            (
+                f"趋势{i}",
+                "trend",
+                {
+                    "categories": [rng.choice(subs)],
+                    "min_count": 8,
+                    "per": "township",
+                    "levels": {"yellow": 100, "orange": 200, "red": 400},
+                },
+            )
+        )
     for i in range(10):
         key = "address" if i < 5 else "party"
-        specs.append((f"重复{i}", "repeat", {
-            "key": key, "days": [30, 60, 90][i % 3], "levels": {"yellow": 3, "orange": 5, "red": 8},
-            **({"categories": [classes[i % len(classes)]]} if i % 2 else {}),
-        }))
+        specs.append(
+            (
+                f"重复{i}",
+                "repeat",
+                {
+                    "key": key,
+                    "days": [30, 60, 90][i % 3],
+                    "levels": {"yellow": 3, "orange": 5, "red": 8},
+                    **({"categories": [classes[i % len(classes)]]} if i % 2 else {}),
+                },
+            )
+        )
     return specs
 
 
@@ -177,7 +211,9 @@ def measure(url: str, n_events: int, full_repeats: int) -> dict[str, Any]:
         grids = list(s.scalars(select(Region).where(Region.level == RegionLevel.grid)))
         for g in grids:
             s.expunge(g)
-        cats = list(s.scalars(select(Category.code).where(Category.parent_id.is_not(None), Category.active.is_(True))))
+        cats = list(
+            s.scalars(select(Category.code).where(Category.parent_id.is_not(None), Category.active.is_(True)))
+        )
         any_id = s.scalar(select(func.max(Event.id)))
     rng = random.Random(11)
     out: dict[str, Any] = {"url": url.split("@")[-1], "stored": stored}
@@ -202,7 +238,7 @@ def measure(url: str, n_events: int, full_repeats: int) -> dict[str, Any]:
     for _ in range(n_events):
         _new_event(db, rng, grids, cats)
         stats: dict[str, int] = {}
-        singles.append(timed(lambda: stats.update(run_worker())))
+        singles.append(timed(lambda st=stats: st.update(run_worker())))
         assert stats.get("events") == 1, stats
         found += stats.get("findings", 0)
     out["incremental_median_ms"] = median(singles)
@@ -241,20 +277,20 @@ def report(results: list[dict[str, Any]], n_events: int) -> str:
         "county/township/village), 10 cluster (100–300 m, 1–3 days), 10 trend (week over week, per",
         "township), 10 repeat (5 by address, 5 by party, 30–90 days). Events: `generate_events`, 365 days.",
         "",
-        "| backend | events stored | incremental, one new event per worker run: median (p95) | batch of 100, per event |"
+        "| backend | events stored | incremental, one new event per worker run: median (p95) | batch of 100, per event |"  # noqa: E501
         " full pass, first (raises) | full pass, repeat (median) | baseline: PK read | baseline: count(*) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['backend']} | {r['stored']:,} | {r['incremental_median_ms']:.2f} ms ({r['incremental_p95_ms']:.2f} ms) "
+            f"| {r['backend']} | {r['stored']:,} | {r['incremental_median_ms']:.2f} ms ({r['incremental_p95_ms']:.2f} ms) "  # noqa: E501
             f"| {r['batch100_per_event_ms']:.2f} ms | {r['full_first_s']:.1f} s | {r['full_repeat_s']:.1f} s "
             f"| {r['pk_read_ms']:.2f} ms | {r['count_ms']:.0f} ms |"
         )
     lines += [""]
     for r in results:
         lines.append(
-            f"- {r['backend']}: {n_events} single-event runs found {r['incremental_findings']} findings; the first full "
+            f"- {r['backend']}: {n_events} single-event runs found {r['incremental_findings']} findings; the first full "  # noqa: E501
             f"pass left {r['warnings']:,} warnings with {r['evidence']:,} evidence links "
             f"(`{json.dumps(r['full_first_stats'])}`). Ratio incremental median / PK read: "
             f"{r['incremental_median_ms'] / r['pk_read_ms']:.0f}×; full pass repeat / count(*): "

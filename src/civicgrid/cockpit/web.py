@@ -65,7 +65,7 @@ def _presets(ctx: Context) -> list[tuple[str, str, bool]]:
     ]
 
 
-def _page(request: Request, session: Session, actor: Actor, ctx: Context, view: View) -> dict[str, Any]:
+def _page(session: Session, actor: Actor, ctx: Context, view: View) -> dict[str, Any]:
     region = service.cockpit_region(session, actor, ctx.region.code)
     panels = service.visible_panels(actor, view)
     data = service.compute_many(session, panels, ctx)
@@ -92,7 +92,7 @@ def _page(request: Request, session: Session, actor: Actor, ctx: Context, view: 
 @router.get("/cockpit/{code}")
 def analytic_page(request: Request, session: SessionDep, actor: Reader, ctx: Ctx) -> Response:
     """The light analytic view: filters (period, platform, category, department) and every panel."""
-    page = _page(request, session, actor, ctx, View.analytic)
+    page = _page(session, actor, ctx, View.analytic)
     return render(
         request,
         "cockpit/analytic.html",
@@ -105,4 +105,4 @@ def analytic_page(request: Request, session: SessionDep, actor: Reader, ctx: Ctx
 @router.get("/cockpit/{code}/screen")
 def screen_page(request: Request, session: SessionDep, actor: Reader, ctx: Ctx) -> Response:
     """The dark full-screen big screen (laid out for 1920×1080, readable across a room)."""
-    return render(request, "cockpit/screen.html", **_page(request, session, actor, ctx, View.screen))
+    return render(request, "cockpit/screen.html", **_page(session, actor, ctx, View.screen))

@@ -41,6 +41,9 @@ STEWARD = "steward"
 CONSUMER = "consumer"
 CONSUMER_COUNTY = "331002"  # the consumer works for 椒江区市场监督管理局
 MAX_PEOPLE = 4000  # the population table stays small: the demo loads in seconds
+# Births and registrations count back from a fixed day, so a seed gives the same people on any
+# day; ages and the last inspection are relative to the day the demo is loaded.
+REFERENCE_DAY = date(2026, 1, 1)
 
 
 class _OneTransaction:
@@ -84,9 +87,8 @@ class _Maker:
         return self.rng.choice(self.surnames) + "".join(self.rng.choice(self.given) for _ in range(k))
 
     def phone(self) -> str:
-        return self.rng.choice(["138", "139", "135", "137", "150", "158", "177", "189"]) + "".join(
-            str(self.rng.randrange(10)) for _ in range(8)
-        )
+        prefix = self.rng.choice(("138", "139", "135", "137", "150", "158", "177", "189"))
+        return f"{prefix}{self.rng.randrange(10**8):08d}"
 
     def id_number(self, area: str, birth: date, male: bool) -> str:
         key = f"{area}{birth:%Y%m%d}"
@@ -97,18 +99,18 @@ class _Maker:
         return body + ID_CHECK[sum(w * int(d) for w, d in zip(ID_WEIGHTS, body, strict=True)) % 11]
 
     def birth(self, low: int, high: int) -> date:
-        today = date.today()
-        return today - timedelta(days=self.rng.randrange(low * 365, high * 365))
+        """A birth date `low` to `high` years before the fixed reference day."""
+        return REFERENCE_DAY - timedelta(days=self.rng.randrange(low * 365, high * 365))
 
     def credit_code(self, county: str) -> str:
         """A 统一社会信用代码-shaped 18-character code (the check character is not computed)."""
         alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-        return "91" + county + "".join(self.rng.choice(alphabet) for _ in range(10))
+        return "91" + county + "".join(self.rng.choices(alphabet, k=10))
 
 
-def _age(birth: date) -> int:
-    today = date.today()
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+def _age(birth: date, on: date | None = None) -> int:
+    day = on or date.today()
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 def _write_csv(folder: Path, name: str, rows: Sequence[dict[str, Any]]) -> Path:
@@ -294,14 +296,15 @@ def _population_rows(m: _Maker, places: dict[str, Any]) -> list[dict[str, Any]]:
             street = f"{m.rng.choice(m.stems)}路{m.rng.randrange(1, 300)}号"
             members = m.rng.choice([1, 1, 2, 3, 3, 4, 5])
             head_birth = m.birth(25, 90)
+            head_age = _age(head_birth, REFERENCE_DAY)  # the family's shape does not depend on today
             for k in range(members):
                 if k == 0:
                     birth, relation = head_birth, "户主"
                 elif k == 1:
-                    birth, relation = m.birth(max(20, _age(head_birth) - 8), _age(head_birth) + 6), "配偶"
+                    birth, relation = m.birth(max(20, head_age - 8), head_age + 6), "配偶"
                 else:
-                    low = max(0, _age(head_birth) - 40)
-                    birth, relation = m.birth(low, max(low + 1, _age(head_birth) - 18)), "子女"
+                    low = max(0, head_age - 40)
+                    birth, relation = m.birth(low, max(low + 1, head_age - 18)), "子女"
                 male = m.rng.random() < 0.5
                 age = _age(birth)
                 rows.append(
@@ -311,7 +314,7 @@ def _population_rows(m: _Maker, places: dict[str, Any]) -> list[dict[str, Any]]:
                         "gender": "男" if male else "女",
                         "birth_date": birth.isoformat(),
                         "age": age,
-                        "phone": m.phone() if age >= 16 else "",
+                        "phone": m.phone() if _age(birth, REFERENCE_DAY) >= 16 else "",
                         "county": county.name if county else "",
                         "township": town.name if town else "",
                         "village_code": v.code,
@@ -369,7 +372,7 @@ def _enterprise_rows(m: _Maker, places: dict[str, Any], count: int) -> list[dict
                 "registered_capital": round(
                     m.rng.choice([10, 50, 100, 200, 500, 1000, 3000]) * m.rng.uniform(0.5, 2), 1
                 ),
-                "established": (date.today() - timedelta(days=m.rng.randrange(200, 9000))).isoformat(),
+                "established": (REFERENCE_DAY - timedelta(days=m.rng.randrange(200, 9000))).isoformat(),
                 "status": m.rng.choice(["存续", "存续", "存续", "在业", "注销"]),
                 "county_code": county,
                 "township": town.name if town else "",

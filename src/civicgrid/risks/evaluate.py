@@ -644,6 +644,7 @@ def _incremental_regions(
         lo = from_unix(int(starts.min()) - spec.lookback_s)
         hi = from_unix(int(starts.max()) + spec.reach_s)
         # Name the township(s) too: the township-leading covering index then serves the read.
+        towns: ColumnElement[bool]
         if per == RegionLevel.county:
             towns = Event.township_id.in_(county_towns.get(int(region), []) or [-1])
         else:

@@ -11,6 +11,7 @@ Create Date: 2026-11-25 12:10:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,7 +21,7 @@ down_revision: str | None = "5e7a1c2d9b40"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-KEYS = [
+KEYS: list[tuple[str, sa.types.TypeEngine[Any]]] = [
     ("fact", sa.String(1)),
     ("cube", sa.String(1)),
     ("grain", sa.String(1)),
@@ -62,7 +63,10 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     op.create_index(
-        "ix_event_rollup_township", "event_rollup", ["fact", "cube", "township_id", "grain", "day"], unique=False
+        "ix_event_rollup_township",
+        "event_rollup",
+        ["fact", "cube", "township_id", "grain", "day"],
+        unique=False,
     )
     op.create_index(
         "ix_event_open",

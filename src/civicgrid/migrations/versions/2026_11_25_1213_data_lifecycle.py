@@ -20,7 +20,9 @@ OPEN = "state IN ('requested', 'approved')"
 
 def upgrade() -> None:
     with op.batch_alter_table("data_destruction", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("scope", sa.String(length=16), nullable=False, server_default="dataset"))
+        batch_op.add_column(
+            sa.Column("scope", sa.String(length=16), nullable=False, server_default="dataset")
+        )
         batch_op.add_column(sa.Column("versions", sa.Text(), nullable=False, server_default="[]"))
         batch_op.add_column(sa.Column("origin", sa.String(length=16), nullable=False, server_default="user"))
         batch_op.add_column(sa.Column("decision_reason", sa.Text(), nullable=False, server_default=""))
