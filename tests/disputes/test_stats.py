@@ -88,7 +88,7 @@ def test_summary_of_a_constructed_cohort(world):
     assert m["resolved_locally"] == 3 and m["local_resolution_rate"] == 0.6  # 3 of 5 concluded
     assert m["follow_up_satisfaction_rate"] == 0.5
     assert m["avg_duration_days"] is not None and m["avg_duration_days"] >= 0
-    assert m["open_now"] == 0
+    assert m["open_now"] == 1  # the failed case: open until it is referred and the referral accepted
 
 
 def test_breakdowns_partition_the_cohort(world):
@@ -131,10 +131,10 @@ def test_panels_show_resolution_level_open_cases_and_overdue_calls(world):
         gauge = registry.get("disputes.local_resolution").query(s, ctx)
         assert gauge.rows == [[0.6, 0.9]]
         levels = registry.get("disputes.open_by_level").query(s, ctx)
-        assert [r[1] for r in levels.rows] == [0, 0, 0]
-        # a new case at the township is open; the county case's call is overdue a month on
+        assert [r[1] for r in levels.rows] == [0, 1, 0]  # the failed township case
+        # a new case at the township is open too; the calls are overdue a month and a half on
         register(s, world)
-        assert [r[1] for r in registry.get("disputes.open_by_level").query(s, ctx).rows] == [0, 1, 0]
+        assert [r[1] for r in registry.get("disputes.open_by_level").query(s, ctx).rows] == [0, 2, 0]
         later = registry.Context(
             actor=leader, region=region, window=event_stats.window(), now=utcnow() + timedelta(days=45)
         )
