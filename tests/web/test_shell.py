@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from civicgrid.accounts.permissions import Role, permissions_for
 from tests.web.conftest import login
 
 NAV = {
@@ -30,6 +31,11 @@ EXPECTED = {
 for _role in ("admin", "dispatcher"):
     EXPECTED[_role] = EXPECTED[_role] | {"/disputes/work"}
 EXPECTED["leader"] = EXPECTED["leader"] | {"/disputes/difficult"}
+# Risk warnings, the public data platform and the cockpit follow their own permissions.
+_BY_PERMISSION = {"/risks": "risks.read", "/data": "data.read", "/cockpit": "events.supervise"}
+for _role in EXPECTED:
+    _perms = {str(p) for p in permissions_for(Role(_role))}
+    EXPECTED[_role] = EXPECTED[_role] | {href for href, perm in _BY_PERMISSION.items() if perm in _perms}
 
 
 def nav_links(html: str) -> set[str]:

@@ -54,20 +54,25 @@ REGION_COLUMNS = ("grid", "village", "township", "county")
 # ---- where to look: townships and grids near a point (the township-leading event index) -----------
 
 _TOWNS: dict[str, tuple[float, tuple[Any, ...], dict[int, int], dict[int, list[int]]]] = {}
-TOWNS_TTL_S = 300.0
+TOWNS_TTL_S = 60.0
 
 
 def _town_maps(session: Session) -> tuple[dict[int, int], dict[int, list[int]]]:
     """grid id → township id, and county id → township ids (cached per database, re-read when
-    the region table changes or after five minutes)."""
+    the region table changes; checked at most once a minute)."""
     import time
 
+    key = str(session.get_bind().engine.url)
+    hit = _TOWNS.get(key)
+    # Regions change rarely (an import): within the TTL the maps are trusted without a query,
+    # after it a small stamp query decides whether to rebuild them.
+    if hit is not None and time.monotonic() - hit[0] < TOWNS_TTL_S:
+        return hit[2], hit[3]
     stamp = tuple(
         session.execute(select(func.count(Region.id), func.max(Region.id), func.max(Region.updated_at))).one()
     )
-    key = str(session.get_bind().engine.url)
-    hit = _TOWNS.get(key)
-    if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < TOWNS_TTL_S:
+    if hit is not None and hit[1] == stamp:
+        _TOWNS[key] = (time.monotonic(), *hit[1:])
         return hit[2], hit[3]
     rows = session.execute(select(Region.id, Region.code, Region.level, Region.path)).all()
     town_id = {r.code: r.id for r in rows if r.level == RegionLevel.township}
@@ -597,28 +602,45 @@ def dry_run(session: Session, spec: Spec, scope: Scope, start: datetime, end: da
 # ---- incremental: the anchors a new event can change ---------------------------------------------
 
 
+@dataclass(frozen=True)
+class Watch:
+    """An active rule as the incremental run sees it."""
+
+    key: Any  # the rule's id
+    spec: Spec
+    scope: Scope
+
+
 def incremental(
     session: Session,
-    spec: Spec,
-    scope: Scope,
+    watches: Sequence[Watch],
     new: Events,
     now: datetime,
-    subject_refs: dict[int, tuple[str, list[tuple[int, int]]]] | None = None,
-) -> list[Finding]:
-    """Findings of the windows that contain one of the `new` events (already filtered to the
-    rule). Candidates are read per region (threshold, trend), around each point (cluster) or per
-    subject (repeat) — a few rows each, through the event indexes or the subject index."""
+    subject_keys: dict[tuple[int, int], dict[str, str]] | None = None,
+) -> dict[Any, list[Finding]]:
+    """Findings of the windows that contain one of the `new` events, per rule. Each rule looks
+    only at the new events it watches (categories, region), and candidates are read once for all
+    rules sharing a place: per township (threshold, trend), around each point (cluster), per
+    subject (repeat) — a few rows each, through the township-leading event index or the subject
+    index. `subject_keys` maps (source, id) of each new row to its {"address": key, "party": key}."""
     now_s = to_unix(now)
-    if spec.kind == RuleKind.repeat:
-        return _incremental_repeat(session, spec, scope, new, now_s, subject_refs or {})
-    new = new.take(new.t + spec.reach_s > now_s - spec.horizon_s)  # older ones change nothing live
-    if not len(new):
-        return []
-    if spec.kind in (RuleKind.threshold, RuleKind.trend):
-        return _incremental_regions(session, spec, scope, new, now_s)
-    if spec.kind == RuleKind.cluster:
-        return _incremental_cluster(session, spec, scope, new, now_s)
-    return []
+    out: dict[Any, list[Finding]] = {}
+    relevant: list[tuple[Watch, I64]] = []
+    for w in watches:
+        live = new.t + w.spec.reach_s > now_s - w.spec.horizon_s  # older events change nothing live
+        rows = np.nonzero(rule_mask(w.spec, w.scope, new) & live)[0]
+        if len(rows):
+            relevant.append((w, rows))
+    regional = [(w, r) for w, r in relevant if w.spec.kind in (RuleKind.threshold, RuleKind.trend)]
+    clusters = [(w, r) for w, r in relevant if w.spec.kind == RuleKind.cluster]
+    repeats = [(w, r) for w, r in relevant if w.spec.kind == RuleKind.repeat]
+    if regional:
+        _regions(session, regional, new, now_s, out)
+    if clusters:
+        _clusters(session, clusters, new, now_s, out)
+    if repeats:
+        _repeats(session, repeats, new, now_s, subject_keys or {}, out)
+    return out
 
 
 def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) -> BOOL:
@@ -630,119 +652,143 @@ def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) 
     return ok & (ev.t > now_s - horizon)
 
 
-def _incremental_regions(
-    session: Session, spec: Spec, scope: Scope, new: Events, now_s: int
-) -> list[Finding]:
-    per = spec.per or RegionLevel.township
-    col = getattr(Event, f"{per}_id")
-    out: list[Finding] = []
-    regions = new.column(per)
+def _categories_of(watches: Iterable[Watch]) -> list[ColumnElement[bool]]:
+    cats: set[int] = set()
+    for w in watches:
+        if w.spec.category_ids is None:
+            return []
+        cats |= w.spec.category_ids
+    return [Event.category_id.in_(sorted(cats))]
+
+
+def _regions(
+    session: Session, items: list[tuple[Watch, I64]], new: Events, now_s: int, out: dict[Any, list[Finding]]
+) -> None:
+    """Threshold and trend rules: one read per township (per county for county-wide rules) of
+    the new events, shared by every rule watching it; each rule then counts its own windows."""
     _grid_town, county_towns = _town_maps(session)
-    for region in np.unique(regions):
-        mine = regions == region
-        starts = new.t[mine]
-        lo = from_unix(int(starts.min()) - spec.lookback_s)
-        hi = from_unix(int(starts.max()) + spec.reach_s)
-        # Name the township(s) too: the township-leading covering index then serves the read.
-        towns: ColumnElement[bool]
-        if per == RegionLevel.county:
-            towns = Event.township_id.in_(county_towns.get(int(region), []) or [-1])
-        else:
-            towns = Event.township_id == int(new.township[mine][0])
+    units: dict[tuple[str, int], list[tuple[Watch, I64]]] = {}
+    for w, rows in items:
+        level = "county" if w.spec.per == RegionLevel.county else "township"
+        col = new.county if level == "county" else new.township
+        for unit in np.unique(col[rows]):
+            units.setdefault((level, int(unit)), []).append((w, rows[col[rows] == unit]))
+    for (level, unit), members in units.items():
+        lo = min(int(new.t[r].min()) - w.spec.lookback_s for w, r in members)
+        hi = max(int(new.t[r].max()) + w.spec.reach_s for w, r in members)
+        place = (
+            [Event.township_id.in_(county_towns.get(unit, []) or [-1]), Event.county_id == unit]
+            if level == "county"
+            else [Event.township_id == unit]
+        )
         ev = load_events(
             session,
-            col == int(region),
-            towns,
-            Event.reported_at > lo,
-            Event.reported_at < hi + timedelta(seconds=1),
-            *category_sql(spec),
-            *scope.sql(),
+            *place,
+            Event.reported_at > from_unix(lo),
+            Event.reported_at < from_unix(hi + 1),
+            *_categories_of(w for w, _r in members),
         )
-        anchor = _anchor_mask(ev, starts, spec.reach_s, now_s, spec.horizon_s)
-        out += findings(ev, hits(spec, ev, anchor))
-    return out
+        for w, rows in members:
+            spec = w.spec
+            mine = ev.take(rule_mask(spec, w.scope, ev))
+            per = spec.per or RegionLevel.township
+            regions = new.column(per)[rows]
+            for region in np.unique(regions):
+                starts = new.t[rows][regions == region]
+                anchor = _anchor_mask(mine, starts, spec.reach_s, now_s, spec.horizon_s)
+                anchor &= mine.column(per) == region
+                out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))
 
 
-def _incremental_cluster(
-    session: Session, spec: Spec, scope: Scope, new: Events, now_s: int
-) -> list[Finding]:
-    out: list[Finding] = []
-    for i in range(len(new)):
+def _clusters(
+    session: Session, items: list[tuple[Watch, I64]], new: Events, now_s: int, out: dict[Any, list[Finding]]
+) -> None:
+    """Cluster rules: one read around each new point (the widest radius and window of the rules
+    watching it), through the grids near the point and their townships."""
+    grid_town, _county_towns = _town_maps(session)
+    by_row: dict[int, list[Watch]] = {}
+    for w, rows in items:
+        for i in rows:
+            by_row.setdefault(int(i), []).append(w)
+    for i, watches in by_row.items():
         lon, lat, t = float(new.lon[i]), float(new.lat[i]), int(new.t[i])
-        d = degrees_for(2 * spec.radius_m, lat)
-        dlat = 2 * spec.radius_m / 111_195.0 * 1.01 + 1e-9
-        grids = _grids_near(session, lon, lat, d, dlat)
-        grid_town, _county_towns = _town_maps(session)
-        towns = sorted({grid_town[g] for g in grids if g in grid_town})
+        radius = max(w.spec.radius_m for w in watches)
+        window = max(w.spec.window_s for w in watches)
+        dlon = degrees_for(2 * radius, lat)
+        dlat = 2 * radius / 111_195.0 * 1.01 + 1e-9
+        grids = _grids_near(session, lon, lat, dlon, dlat)
         if not grids:
             continue
+        towns = sorted({grid_town[g] for g in grids if g in grid_town})
         ev = load_events(
             session,
             Event.township_id.in_(towns or [-1]),
             Event.grid_id.in_(grids),
             Event.lat.between(lat - dlat, lat + dlat),
-            Event.lon.between(lon - d, lon + d),
-            Event.reported_at > from_unix(t - spec.window_s),
-            Event.reported_at < from_unix(t + spec.window_s + 1),
-            *category_sql(spec),
-            *scope.sql(),
+            Event.lon.between(lon - dlon, lon + dlon),
+            Event.reported_at > from_unix(t - window),
+            Event.reported_at < from_unix(t + window + 1),
+            *_categories_of(watches),
         )
-        near = haversine(np.full(len(ev), lon), np.full(len(ev), lat), ev.lon, ev.lat) <= spec.radius_m
-        anchor = near & (ev.t >= t) & (ev.t < t + spec.window_s) & (ev.t > now_s - spec.horizon_s)
-        out += findings(ev, hits(spec, ev, anchor))
-    return out
+        for w in watches:
+            spec = w.spec
+            mine = ev.take(rule_mask(spec, w.scope, ev))
+            dist = haversine(np.full(len(mine), lon), np.full(len(mine), lat), mine.lon, mine.lat)
+            anchor = (dist <= spec.radius_m) & (mine.t >= t) & (mine.t < t + spec.window_s)
+            anchor &= mine.t > now_s - spec.horizon_s
+            out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))
 
 
-def _incremental_repeat(
+def _repeats(
     session: Session,
-    spec: Spec,
-    scope: Scope,
+    items: list[tuple[Watch, I64]],
     new: Events,
     now_s: int,
-    subject_refs: dict[int, tuple[str, list[tuple[int, int]]]],
-) -> list[Finding]:
-    """`subject_refs` maps a new row's index to its subject key and the (source, id) rows that
-    share it within the reach (read from the subject index by the caller)."""
-    out: list[Finding] = []
-    for i in range(len(new)):
-        if i not in subject_refs or int(new.t[i]) + spec.reach_s <= now_s - spec.horizon_s:
+    subject_keys: dict[tuple[int, int], dict[str, str]],
+    out: dict[Any, list[Finding]],
+) -> None:
+    """Repeat rules: per new event and subject kind, the rows sharing its key from the subject
+    index (over the widest window of the rules), read once for every rule of that kind."""
+    from civicgrid.risks.models import Subject
+
+    groups: dict[tuple[int, str], list[Watch]] = {}
+    for w, rows in items:
+        for i in rows:
+            groups.setdefault((int(i), w.spec.key), []).append(w)
+    for (i, kind), watches in groups.items():
+        key = subject_keys.get((int(new.src[i]), int(new.id[i])), {}).get(kind)
+        if not key:
             continue
-        key, refs = subject_refs[i]
-        event_ids = sorted({r for s, r in refs if s == EVENT})
-        dispute_ids = sorted({r for s, r in refs if s == DISPUTE})
+        t = int(new.t[i])
+        window = max(w.spec.window_s for w in watches)
+        refs = session.execute(
+            select(Subject.source, Subject.ref_id).where(
+                Subject.kind == kind,
+                Subject.key == key,
+                Subject.at > from_unix(t - window - 1),
+                Subject.at < from_unix(t + window + 1),
+            )
+        ).all()
+        event_ids = sorted({int(r) for s, r in refs if s == "event"})
+        dispute_ids = sorted({int(r) for s, r in refs if s == "dispute"})
         subjects = Subjects()
         parts = []
         if event_ids:
-            parts.append(
-                load_events(
-                    session,
-                    Event.id.in_(event_ids),
-                    *category_sql(spec),
-                    *scope.sql(),
-                    subject=spec.key,
-                    subjects=subjects,
-                )
-            )
-        if dispute_ids and spec.include_disputes:
+            parts.append(load_events(session, Event.id.in_(event_ids), subject=kind, subjects=subjects))
+        if dispute_ids and any(w.spec.include_disputes for w in watches):
             from civicgrid.disputes.models import Dispute
 
-            parts.append(
-                dispute_parts(
-                    session,
-                    Dispute.id.in_(dispute_ids),
-                    *scope.sql_for(Dispute),
-                    subject=spec.key,
-                    subjects=subjects,
-                )
-            )
+            parts.append(dispute_parts(session, Dispute.id.in_(dispute_ids), subject=kind, subjects=subjects))
         ev = Events.concat(parts)
         ev = ev.take(ev.subject == subjects.keys.get(key, -3))
-        if not len(ev):
-            continue
-        t = int(new.t[i])
-        anchor = (ev.t >= t) & (ev.t < t + spec.window_s) & (ev.t > now_s - spec.horizon_s)
-        out += findings(ev, hits(spec, ev, anchor))
-    return out
+        for w in watches:
+            spec = w.spec
+            keep = rule_mask(spec, w.scope, ev)
+            if not spec.include_disputes:
+                keep &= ev.src == EVENT
+            mine = ev.take(keep)
+            anchor = (mine.t >= t) & (mine.t < t + spec.window_s) & (mine.t > now_s - spec.horizon_s)
+            out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))
 
 
 def merge(found: Iterable[Finding]) -> list[Finding]:

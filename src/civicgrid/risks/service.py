@@ -1496,19 +1496,25 @@ def _lock_cursor(session: Session, name: str) -> Any:
     from civicgrid.risks.models import Cursor
 
     dialect = session.get_bind().dialect.name
-    ins = pg_insert(Cursor) if dialect == "postgresql" else sqlite_insert(Cursor)
-    session.execute(
-        ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(index_elements=["name"])
-    )
-    if dialect == "sqlite":
-        # Take SQLite's write lock now, so a second worker waits here instead of working twice.
-        session.execute(update(Cursor).where(Cursor.name == name).values(updated_at=Cursor.updated_at))
-    return session.scalar(
+    stmt = (
         select(Cursor)
         .where(Cursor.name == name)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     )
+    if dialect == "sqlite":
+        # Take SQLite's write lock now, so a second worker waits here instead of working twice.
+        session.execute(update(Cursor).where(Cursor.name == name).values(updated_at=Cursor.updated_at))
+    cursor = session.scalar(stmt)
+    if cursor is not None:
+        return cursor
+    if dialect == "postgresql" and session.scalar(select(Cursor.name).where(Cursor.name == name)):
+        return None  # the row exists: another worker holds it
+    ins = pg_insert(Cursor) if dialect == "postgresql" else sqlite_insert(Cursor)
+    session.execute(
+        ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(index_elements=["name"])
+    )
+    return session.scalar(stmt)
 
 
 def _contiguous(rows: Sequence[Any], last: int, now: datetime) -> list[int]:
@@ -1599,31 +1605,6 @@ def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, in
     return keys
 
 
-def _subject_refs(
-    session: Session, spec: Any, new: Any, keys: dict[tuple[str, int], dict[str, str]]
-) -> dict[int, tuple[str, list[tuple[int, int]]]]:
-    from civicgrid.risks import evaluate
-    from civicgrid.risks.models import Subject
-
-    out: dict[int, tuple[str, list[tuple[int, int]]]] = {}
-    for i in range(len(new)):
-        src = evaluate.SOURCE_NAMES[int(new.src[i])]
-        key = keys.get((src, int(new.id[i])), {}).get(spec.key)
-        if not key:
-            continue
-        t = int(new.t[i])
-        rows = session.execute(
-            select(Subject.source, Subject.ref_id).where(
-                Subject.kind == spec.key,
-                Subject.key == key,
-                Subject.at > evaluate.from_unix(t - spec.window_s - 1),
-                Subject.at < evaluate.from_unix(t + spec.window_s + 1),
-            )
-        ).all()
-        out[i] = (key, [(evaluate.EVENT if s == "event" else evaluate.DISPUTE, int(r)) for s, r in rows])
-    return out
-
-
 def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: dict[str, int]) -> None:
     """Check new events against the rules they could trigger and raise what they find."""
     from civicgrid.events.models import Event
@@ -1639,16 +1620,12 @@ def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: 
     stats["events"] = stats.get("events", 0) + len(ids)
     if not len(new):
         return
-    for active in _cached_active(session):
-        spec = active.spec
-        sub = new.take(evaluate.rule_mask(spec, active.scope, new))
-        if not len(sub):
-            continue
-        refs = _subject_refs(session, spec, sub, keys) if spec.kind == "repeat" else None
-        found = evaluate.incremental(session, spec, active.scope, sub, now, refs)
+    watches = [evaluate.Watch(a.rule_id, a.spec, a.scope) for a in _cached_active(session)]
+    subject_keys = {(evaluate.EVENT, i): k for (_src, i), k in keys.items()}
+    for rule_id, found in evaluate.incremental(session, watches, new, now, subject_keys).items():
         if found:
             stats["findings"] = stats.get("findings", 0) + len(found)
-            raise_findings(session, active.rule_id, found, stats)
+            raise_findings(session, rule_id, found, stats)
 
 
 _ACTIVE: dict[str, tuple[float, tuple[Any, ...], list[ActiveRule]]] = {}
