@@ -173,7 +173,18 @@ def from_unix(t: int) -> datetime:
     return datetime.fromtimestamp(int(t), UTC)
 
 
+_BASE: dict[tuple[str, str], Select[Any]] = {}
+
+
 def event_stmt(session: Session, *where: ColumnElement[bool], subject: str = "") -> Select[Any]:
+    dialect = session.get_bind().dialect.name
+    base = _BASE.get((dialect, subject))
+    if base is None:  # built once per dialect and shape: building a select costs more than running it
+        base = _BASE[(dialect, subject)] = _event_select(session, subject)
+    return base.where(*where)
+
+
+def _event_select(session: Session, subject: str) -> Select[Any]:
     cols: list[Any] = [
         Event.id,
         unix_seconds(session, Event.reported_at),
@@ -189,7 +200,10 @@ def event_stmt(session: Session, *where: ColumnElement[bool], subject: str = "")
         cols.append(Event.address)
     elif subject == "party":
         cols.append(Event.reporter_phone)
-    return select(*cols).where(Event.state.not_in(EXCLUDED_STATES), *where)
+    elif subject == "new":  # the incremental run's new events: every state, with their subjects
+        cols += [Event.state, Event.address, Event.reporter_phone, Event.reported_at]
+        return select(*cols)
+    return select(*cols).where(Event.state.not_in(EXCLUDED_STATES))
 
 
 class Subjects:
@@ -267,6 +281,25 @@ def load_events(
         subjects = subjects or Subjects()
         ev.subject = np.fromiter((subjects.rank(subject_key(subject, v)) for v in cols[9]), np.int64, n)
     return ev
+
+
+def load_new(session: Session, ids: Sequence[int]) -> tuple[Events, list[Any]]:
+    """New events by id in one read: their arrays (merged and rejected left out, as everywhere)
+    and the raw rows (every state) with address, reporter phone and time for the subject index."""
+    rows = session.execute(event_stmt(session, Event.id.in_(list(ids)), subject="new")).all()
+    kept = [r for r in rows if r[9] not in EXCLUDED_STATES]
+    n = len(kept)
+    if not n:
+        return empty_events(), rows
+    cols = list(zip(*kept, strict=True))
+    ints = [np.fromiter(c, np.int64, n) for c in cols[:7]]
+    ev = Events(
+        np.zeros(n, np.int64),
+        *ints,
+        np.fromiter(cols[7], np.float64, n),
+        np.fromiter(cols[8], np.float64, n),
+    )
+    return ev, rows
 
 
 def dispute_parts(session: Session, *where: ColumnElement[bool], subject: str, subjects: Subjects) -> Events:
@@ -508,7 +541,7 @@ class Scope:
     def mask(self, ev: Events) -> BOOL:
         if self.column is None:
             return np.ones(len(ev), np.bool_)
-        return np.isin(ev.column(self.column), np.fromiter(self.ids, np.int64, len(self.ids)))
+        return np.isin(ev.column(self.column), _array(self.ids))
 
     def sql(self) -> list[ColumnElement[bool]]:
         if self.column is None:
@@ -533,12 +566,35 @@ def scope_for(session: Session, region: Region) -> Scope:
     return Scope(str(level), frozenset({region.id}))
 
 
+_ARRAY_CACHE: dict[frozenset[int], I64] = {}
+
+
+def _array(ids: frozenset[int]) -> I64:
+    arr = _ARRAY_CACHE.get(ids)
+    if arr is None:
+        if len(_ARRAY_CACHE) > 5000:
+            _ARRAY_CACHE.clear()
+        arr = _ARRAY_CACHE[ids] = np.fromiter(sorted(ids), np.int64, len(ids))
+    return arr
+
+
 def rule_mask(spec: Spec, scope: Scope, ev: Events) -> BOOL:
+    """Rows the rule watches: its categories (disputes have none and always pass) and region."""
+    if len(ev) <= 8:  # the incremental run's usual case: plain set look-ups beat numpy's setup
+        col = ev.column(scope.column) if scope.column else None
+        cats = spec.category_ids
+        return np.fromiter(
+            (
+                (cats is None or int(ev.src[i]) != EVENT or int(ev.category[i]) in cats)
+                and (col is None or int(col[i]) in scope.ids)
+                for i in range(len(ev))
+            ),
+            np.bool_,
+            len(ev),
+        )
     mask = scope.mask(ev)
     if spec.category_ids is not None:
-        cats = np.fromiter(spec.category_ids, np.int64, len(spec.category_ids))
-        is_event = ev.src == EVENT
-        mask &= ~is_event | np.isin(ev.category, cats)
+        mask &= (ev.src != EVENT) | np.isin(ev.category, _array(spec.category_ids))
     return mask
 
 
