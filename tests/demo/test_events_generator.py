@@ -61,6 +61,11 @@ def generated(db):
                             region_code=t.regions["town1"].code, platform=Platform.market)  # fmt: skip
     with db.session() as s:
         report = generate_events(s, count=1500, seed=11, days=DAYS, now=NOW)
+    with db.session() as s:
+        # the generator writes below the ORM; `civicgrid demo events` rebuilds the same way
+        from civicgrid.events import rollups
+
+        rollups.rebuild(s)
     return db, report
 
 

@@ -141,7 +141,7 @@ def _table(p: dict[str, Any], width: float) -> Any:
     body = [[_p(_fmt(r[i], p["columns"][i]["unit"]), 6) for i in keep] for r in rows]
     if not body:
         body = [[_p(_("Nothing in this period."), 6)] + [""] * (len(keep) - 1)]
-    first = width * 0.4 if len(keep) > 1 else width
+    first = width * (0.5 if p["kind"] == "table" else 0.4) if len(keep) > 1 else width
     rest = (width - first) / max(1, len(keep) - 1)
     t = Table([head, *body], colWidths=[first] + [rest] * (len(keep) - 1), repeatRows=1)
     t.setStyle(

@@ -283,7 +283,7 @@ def load_events(
     return ev
 
 
-def load_new(session: Session, ids: Sequence[int]) -> tuple[Events, list[Any]]:
+def load_new(session: Session, ids: Sequence[int]) -> tuple[Events, Sequence[Any]]:
     """New events by id in one read: their arrays (merged and rejected left out, as everywhere)
     and the raw rows (every state) with address, reporter phone and time for the subject index."""
     rows = session.execute(event_stmt(session, Event.id.in_(list(ids)), subject="new")).all()
@@ -295,7 +295,13 @@ def load_new(session: Session, ids: Sequence[int]) -> tuple[Events, list[Any]]:
     ints = [np.fromiter(c, np.int64, n) for c in cols[:7]]
     ev = Events(
         np.zeros(n, np.int64),
-        *ints,
+        ints[0],
+        ints[1],
+        ints[2],
+        ints[3],
+        ints[4],
+        ints[5],
+        ints[6],
         np.fromiter(cols[7], np.float64, n),
         np.fromiter(cols[8], np.float64, n),
     )

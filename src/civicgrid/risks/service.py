@@ -1127,6 +1127,7 @@ def create_rule(session: Session, actor: Actor, data: RuleInput) -> RiskRule:
     )
     session.add(rule)
     session.flush()
+    _RULES_CHANGED[0] += 1
     audit.record(session, actor, "risk_rule.create", "risk_rule", rule.id, after=rule_dict(rule))
     return rule
 
@@ -1151,6 +1152,7 @@ def update_rule(
     rule.active = bool(data.active)
     rule.updated_at = utcnow()
     session.flush()
+    _RULES_CHANGED[0] += 1
     audit.record(
         session, actor, "risk_rule.update", "risk_rule", rule.id, before=before, after=rule_dict(rule)
     )
@@ -1491,30 +1493,38 @@ def active_rules(session: Session, kinds: Iterable[str] = EVENT_KINDS) -> list[A
     return out
 
 
-def _lock_cursor(session: Session, name: str) -> Any:
-    """The stream's cursor row, locked for this transaction; None when another worker holds it."""
+def _lock_cursor(session: Session, name: str) -> int | None:
+    """Lock the stream's cursor row for this transaction and return its position; None when
+    another worker holds it (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the UPDATE takes the
+    database's write lock, so a second worker waits instead of working twice)."""
     from civicgrid.risks.models import Cursor
 
     dialect = session.get_bind().dialect.name
-    stmt = (
-        select(Cursor)
-        .where(Cursor.name == name)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    )
-    if dialect == "sqlite":
-        # Take SQLite's write lock now, so a second worker waits here instead of working twice.
-        session.execute(update(Cursor).where(Cursor.name == name).values(updated_at=Cursor.updated_at))
-    cursor = session.scalar(stmt)
-    if cursor is not None:
-        return cursor
-    if dialect == "postgresql" and session.scalar(select(Cursor.name).where(Cursor.name == name)):
-        return None  # the row exists: another worker holds it
-    ins = pg_insert(Cursor) if dialect == "postgresql" else sqlite_insert(Cursor)
-    session.execute(
-        ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(index_elements=["name"])
-    )
-    return session.scalar(stmt)
+    for attempt in range(2):
+        if dialect == "sqlite":
+            last = session.scalar(
+                update(Cursor)
+                .where(Cursor.name == name)
+                .values(updated_at=Cursor.updated_at)
+                .returning(Cursor.last_id)
+            )
+        else:
+            last = session.scalar(
+                select(Cursor.last_id).where(Cursor.name == name).with_for_update(skip_locked=True)
+            )
+        if last is not None:
+            return int(last)
+        if attempt or (
+            dialect == "postgresql" and session.scalar(select(Cursor.name).where(Cursor.name == name))
+        ):
+            return None  # the row exists: another worker holds it
+        ins = pg_insert(Cursor) if dialect == "postgresql" else sqlite_insert(Cursor)
+        session.execute(
+            ins.values(name=name, last_id=0, updated_at=utcnow()).on_conflict_do_nothing(
+                index_elements=["name"]
+            )
+        )
+    return None
 
 
 def _contiguous(rows: Sequence[Any], last: int, now: datetime) -> list[int]:
@@ -1607,16 +1617,10 @@ def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, in
 
 def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: dict[str, int]) -> None:
     """Check new events against the rules they could trigger and raise what they find."""
-    from civicgrid.events.models import Event
     from civicgrid.risks import evaluate
 
-    rows = session.execute(
-        select(Event.id, Event.address, Event.reporter_phone, Event.reported_at).where(
-            Event.id.in_(list(ids))
-        )
-    ).all()
+    new, rows = evaluate.load_new(session, ids)
     keys = _index_subjects(session, rows)
-    new = evaluate.load_events(session, Event.id.in_(list(ids)))
     stats["events"] = stats.get("events", 0) + len(ids)
     if not len(new):
         return
@@ -1628,13 +1632,21 @@ def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: 
             raise_findings(session, rule_id, found, stats)
 
 
-_ACTIVE: dict[str, tuple[float, tuple[Any, ...], list[ActiveRule]]] = {}
+_ACTIVE: dict[str, tuple[float, tuple[Any, ...], int, list[ActiveRule]]] = {}
+_RULES_CHANGED = [0]  # bumped by rule writes in this process: their effect is immediate here
+RULES_RECHECK_S = 10.0  # other processes' rule edits are seen within this many seconds
 
 
 def _cached_active(session: Session) -> list[ActiveRule]:
-    """Active event rules, re-read when any rule changed (a cheap stamp query) or after the TTL."""
+    """Active event rules. Re-read when this process changed a rule, else checked against a
+    cheap stamp query at most every RULES_RECHECK_S (and fully re-read after the spec TTL)."""
     import time
 
+    key = str(session.get_bind().engine.url)
+    hit = _ACTIVE.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[2] == _RULES_CHANGED[0] and now - hit[0] < RULES_RECHECK_S:
+        return hit[3]
     stamp = tuple(
         session.execute(
             select(
@@ -1645,12 +1657,11 @@ def _cached_active(session: Session) -> list[ActiveRule]:
             ).where(RiskRule.active.is_(True))
         ).one()
     )
-    key = str(session.get_bind().engine.url)
-    hit = _ACTIVE.get(key)
-    if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < SPEC_TTL_S:
-        return hit[2]
+    if hit is not None and hit[1] == stamp and hit[2] == _RULES_CHANGED[0] and now - hit[0] < SPEC_TTL_S:
+        _ACTIVE[key] = (now, *hit[1:])
+        return hit[3]
     rules = active_rules(session)
-    _ACTIVE[key] = (time.monotonic(), stamp, rules)
+    _ACTIVE[key] = (time.monotonic(), stamp, _RULES_CHANGED[0], rules)
     return rules
 
 
@@ -1662,23 +1673,24 @@ def evaluate_new(
     a time per stream (the cursor row is locked FOR UPDATE SKIP LOCKED on PostgreSQL)."""
     from civicgrid.events.models import Event
 
+    from civicgrid.risks.models import Cursor
+
     stats: dict[str, int] = {}
     for _ in range(max_batches):
         at = now or utcnow()
-        cursor = _lock_cursor(session, "events")
-        if cursor is None:
+        last = _lock_cursor(session, "events")
+        if last is None:
             stats["busy"] = 1
             break
         rows = session.execute(
-            select(Event.id, Event.created_at)
-            .where(Event.id > cursor.last_id)
-            .order_by(Event.id)
-            .limit(batch)
+            select(Event.id, Event.created_at).where(Event.id > last).order_by(Event.id).limit(batch)
         ).all()
-        ids = _contiguous(rows, cursor.last_id, at)
+        ids = _contiguous(rows, last, at)
         if ids:
             evaluate_events(session, ids, at, stats)
-            cursor.last_id, cursor.updated_at = ids[-1], at
+            session.execute(
+                update(Cursor).where(Cursor.name == "events").values(last_id=ids[-1], updated_at=at)
+            )
         session.commit()
         if len(ids) < batch:
             break
