@@ -201,3 +201,61 @@ def test_repeat_quiet(session: Session, world: World, how: str) -> None:
     add_event(session, world, address="", at=NOW)
     run(session, how)
     assert warnings(session) == []
+
+
+def test_repeat_counts_disputes_in_the_full_pass(session: Session, world: World) -> None:
+    """A party (by phone or ID number) in an event and in two disputes: three within 30 days."""
+    from civicgrid.disputes.models import Dispute, DisputeType, Party, PartyRole, Source
+    from civicgrid.disputes.models import State as DisputeState
+    from civicgrid.events.models import Level
+
+    rule = make_rule(session, world, "repeat", {"key": "party", "days": 30, "levels": {"yellow": 3}})
+    event = add_event(session, world, category="1001", phone="13800001111", at=NOW - timedelta(days=3))
+    r = world.tree.regions
+    disputes = []
+    for i, (phone, id_number) in enumerate((("138 0000 1111", ""), ("", "11010519491231002X"), ("", ""))):
+        d = Dispute(
+            number=f"TJ-{i}",
+            source=Source.walk_in,
+            type=DisputeType.neighbour,
+            title="邻里纠纷",
+            address="",
+            grid_id=r["grid1a"].id,
+            village_id=r["village1"].id,
+            township_id=r["town1"].id,
+            county_id=r["county1"].id,
+            region_path=r["grid1a"].path,
+            level=Level.village,
+            intake_org_id=world.tree.orgs["village1"].id,
+            handling_org_id=world.tree.orgs["village1"].id,
+            state=DisputeState.registered,
+            registered_at=NOW - timedelta(days=i + 1),
+            registered_day=(NOW - timedelta(days=i + 1)).date(),
+        )
+        session.add(d)
+        session.flush()
+        session.add(
+            Party(
+                dispute_id=d.id,
+                seq=1,
+                role=PartyRole.applicant,
+                name="张三",
+                phone=phone,
+                id_number=id_number,
+            )
+        )
+        if i == 1:  # the same person, known here by phone as well
+            session.add(
+                Party(dispute_id=d.id, seq=2, role=PartyRole.respondent, name="李四", phone="13800001111")
+            )
+        disputes.append(d)
+    session.flush()
+    service.full_pass(session, now=NOW)
+    w = session.scalars(select(Warning)).one()
+    kinds = set(
+        session.execute(
+            select(WarningEvidence.kind, WarningEvidence.ref_id).where(WarningEvidence.warning_id == w.id)
+        ).all()
+    )
+    assert (w.rule_id, str(w.level)) == (rule.id, "yellow")
+    assert kinds == {("event", event.id), ("dispute", disputes[0].id), ("dispute", disputes[1].id)}

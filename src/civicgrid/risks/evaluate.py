@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from civicgrid.events.models import Event, State
@@ -252,14 +252,9 @@ def normalise_party(value: str | None) -> str:
     return "tel:" + phone if phone else ""
 
 
-def load_events(
-    session: Session,
-    *where: ColumnElement[bool],
-    subject: str = "",
-    subjects: Subjects | None = None,
-) -> Events:
-    """The matching events as arrays (state merged/rejected left out)."""
-    rows = session.execute(event_stmt(session, *where, subject=subject)).all()
+def _events_of(rows: Sequence[Any], subject: str = "", subjects: Subjects | None = None) -> Events:
+    """Rows of `event_stmt` (id, seconds, category, grid, village, township, county, lon, lat
+    [, subject text]) as arrays."""
     if not rows:
         return empty_events()
     n = len(rows)
@@ -283,29 +278,50 @@ def load_events(
     return ev
 
 
-def load_new(session: Session, ids: Sequence[int]) -> tuple[Events, Sequence[Any]]:
-    """New events by id in one read: their arrays (merged and rejected left out, as everywhere)
-    and the raw rows (every state) with address, reporter phone and time for the subject index."""
-    rows = session.execute(event_stmt(session, Event.id.in_(list(ids)), subject="new")).all()
-    kept = [r for r in rows if r[9] not in EXCLUDED_STATES]
-    n = len(kept)
-    if not n:
-        return empty_events(), rows
-    cols = list(zip(*kept, strict=True))
-    ints = [np.fromiter(c, np.int64, n) for c in cols[:7]]
-    ev = Events(
-        np.zeros(n, np.int64),
-        ints[0],
-        ints[1],
-        ints[2],
-        ints[3],
-        ints[4],
-        ints[5],
-        ints[6],
-        np.fromiter(cols[7], np.float64, n),
-        np.fromiter(cols[8], np.float64, n),
+def load_events(
+    session: Session,
+    *where: ColumnElement[bool],
+    subject: str = "",
+    subjects: Subjects | None = None,
+) -> Events:
+    """The matching events as arrays (state merged/rejected left out)."""
+    rows = session.execute(event_stmt(session, *where, subject=subject)).all()
+    return _events_of(rows, subject, subjects)
+
+
+_PREPARED: dict[tuple[str, str], Any] = {}
+
+
+def prepared(session: Session, name: str, build: Any, *args: Any) -> Any:
+    """A statement built once per dialect and shape, with bound parameters: the incremental run's
+    hot reads skip building expressions and their cache keys (which cost more than the query)."""
+    key = (session.get_bind().dialect.name, name)
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = build(*args)
+    return stmt
+
+
+def load_new(session: Session, after: int, limit: int) -> list[Any]:
+    """The next events after id `after`, in id order, every state, with what the incremental run
+    needs: the rule columns, state, address, reporter phone, times (one read per batch)."""
+    stmt = prepared(
+        session,
+        "new",
+        lambda: (
+            _event_select(session, "new")
+            .add_columns(Event.created_at)
+            .where(Event.id > bindparam("after"))
+            .order_by(Event.id)
+            .limit(bindparam("limit"))
+        ),
     )
-    return ev, rows
+    return list(session.execute(stmt, {"after": after, "limit": limit}).all())
+
+
+def new_events(rows: Sequence[Any]) -> Events:
+    """The arrays of new rows (merged and rejected left out, as everywhere)."""
+    return _events_of([r for r in rows if r[9] not in EXCLUDED_STATES])
 
 
 def dispute_parts(session: Session, *where: ColumnElement[bool], subject: str, subjects: Subjects) -> Events:
@@ -649,9 +665,27 @@ def evaluate_now(
     if ev is None:
         ev = rule_events(session, spec, scope, since)
     else:
-        ev = ev.take(rule_mask(spec, scope, ev) & (ev.t > to_unix(since)))
+        keep = rule_mask(spec, scope, ev) & (ev.t > to_unix(since))
+        if spec.kind == RuleKind.repeat and not spec.include_disputes:
+            keep &= ev.src == EVENT
+        ev = ev.take(keep)
     anchor = ev.t > to_unix(now) - spec.horizon_s
     return findings(ev, hits(spec, ev, anchor))
+
+
+def subject_events(session: Session, key: str, since: datetime, disputes: bool) -> Events:
+    """Every event (and, when asked, dispute) since `since` with its address or party key: one
+    read shared by all repeat rules of that key in the full pass."""
+    subjects = Subjects()
+    ev = load_events(session, Event.reported_at >= since, subject=key, subjects=subjects)
+    if not disputes:
+        return ev
+    try:
+        from civicgrid.disputes.models import Dispute
+    except ImportError:
+        return ev
+    parts = dispute_parts(session, Dispute.registered_at >= since, subject=key, subjects=subjects)
+    return Events.concat([ev, parts])
 
 
 def dry_run(session: Session, spec: Spec, scope: Scope, start: datetime, end: datetime) -> list[Finding]:
@@ -723,6 +757,33 @@ def _categories_of(watches: Iterable[Watch]) -> list[ColumnElement[bool]]:
     return [Event.category_id.in_(sorted(cats))]
 
 
+def _category_ids(watches: Iterable[Watch]) -> list[int] | None:
+    cats: set[int] = set()
+    for w in watches:
+        if w.spec.category_ids is None:
+            return None
+        cats |= w.spec.category_ids
+    return sorted(cats)
+
+
+def _unit_stmt(session: Session, level: str, cats: list[int] | None, count: bool) -> Any:
+    """The candidates of a township (or a county's townships) in a time range, as a count or rows."""
+    where = [
+        Event.township_id.in_(bindparam("towns", expanding=True))
+        if level == "county"
+        else Event.township_id == bindparam("town"),
+        Event.reported_at > bindparam("lo"),
+        Event.reported_at < bindparam("hi"),
+    ]
+    if cats is not None:
+        where.append(Event.category_id.in_(bindparam("cats", expanding=True)))
+    if count:
+        return select(func.count()).select_from(Event).where(Event.state.not_in(EXCLUDED_STATES), *where)
+    if level == "county":
+        where.append(Event.county_id == bindparam("county"))
+    return event_stmt(session, *where)
+
+
 def _regions(
     session: Session, items: list[tuple[Watch, I64]], new: Events, now_s: int, out: dict[Any, list[Finding]]
 ) -> None:
@@ -738,18 +799,29 @@ def _regions(
     for (level, unit), members in units.items():
         lo = min(int(new.t[r].min()) - w.spec.lookback_s for w, r in members)
         hi = max(int(new.t[r].max()) + w.spec.reach_s for w, r in members)
-        place = (
-            [Event.township_id.in_(county_towns.get(unit, []) or [-1]), Event.county_id == unit]
-            if level == "county"
-            else [Event.township_id == unit]
+        cats = _category_ids(w for w, _r in members)
+        params: dict[str, Any] = {"lo": from_unix(lo), "hi": from_unix(hi + 1)}
+        if level == "county":
+            params["towns"] = county_towns.get(unit, []) or [-1]
+            params["county"] = unit
+        else:
+            params["town"] = unit
+        if cats is not None:
+            params["cats"] = cats
+        shape = f"{level}:{'cats' if cats is not None else 'all'}"
+        # A count from the covering index first: when even all candidates together stay below
+        # every member rule's smallest trigger, no window can fire and no row is read.
+        need = min(w.spec.min_count if w.spec.kind == RuleKind.trend else w.spec.trigger for w, _r in members)
+        count_params = {k: v for k, v in params.items() if k != "county"}
+        total = session.scalar(
+            prepared(session, f"count:{shape}", _unit_stmt, session, level, cats, True), count_params
         )
-        ev = load_events(
-            session,
-            *place,
-            Event.reported_at > from_unix(lo),
-            Event.reported_at < from_unix(hi + 1),
-            *_categories_of(w for w, _r in members),
-        )
+        if (total or 0) < need:
+            continue
+        candidates = session.execute(
+            prepared(session, f"load:{shape}", _unit_stmt, session, level, cats, False), params
+        ).all()
+        ev = _events_of(candidates)
         for w, rows in members:
             spec = w.spec
             mine = ev.take(rule_mask(spec, w.scope, ev))
@@ -760,6 +832,20 @@ def _regions(
                 anchor = _anchor_mask(mine, starts, spec.reach_s, now_s, spec.horizon_s)
                 anchor &= mine.column(per) == region
                 out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))
+
+
+def _near_stmt(session: Session, cats: list[int] | None) -> Any:
+    where = [
+        Event.township_id.in_(bindparam("towns", expanding=True)),
+        Event.grid_id.in_(bindparam("grids", expanding=True)),
+        Event.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
+        Event.lon.between(bindparam("lon_lo"), bindparam("lon_hi")),
+        Event.reported_at > bindparam("lo"),
+        Event.reported_at < bindparam("hi"),
+    ]
+    if cats is not None:
+        where.append(Event.category_id.in_(bindparam("cats", expanding=True)))
+    return event_stmt(session, *where)
 
 
 def _clusters(
@@ -782,16 +868,21 @@ def _clusters(
         if not grids:
             continue
         towns = sorted({grid_town[g] for g in grids if g in grid_town})
-        ev = load_events(
-            session,
-            Event.township_id.in_(towns or [-1]),
-            Event.grid_id.in_(grids),
-            Event.lat.between(lat - dlat, lat + dlat),
-            Event.lon.between(lon - dlon, lon + dlon),
-            Event.reported_at > from_unix(t - window),
-            Event.reported_at < from_unix(t + window + 1),
-            *_categories_of(watches),
-        )
+        cats = _category_ids(watches)
+        params: dict[str, Any] = {
+            "towns": towns or [-1],
+            "grids": grids,
+            "lat_lo": lat - dlat,
+            "lat_hi": lat + dlat,
+            "lon_lo": lon - dlon,
+            "lon_hi": lon + dlon,
+            "lo": from_unix(t - window),
+            "hi": from_unix(t + window + 1),
+        }
+        if cats is not None:
+            params["cats"] = cats
+        name = f"near:{'cats' if cats is not None else 'all'}"
+        ev = _events_of(session.execute(prepared(session, name, _near_stmt, session, cats), params).all())
         for w in watches:
             spec = w.spec
             mine = ev.take(rule_mask(spec, w.scope, ev))
@@ -799,6 +890,26 @@ def _clusters(
             anchor = (dist <= spec.radius_m) & (mine.t >= t) & (mine.t < t + spec.window_s)
             anchor &= mine.t > now_s - spec.horizon_s
             out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))
+
+
+def _subject_stmt(session: Session, kind: str) -> Any:
+    """Rows of the subject index for one key in a time range, with their events' columns (NULL
+    for disputes and for merged or rejected events): one read per key."""
+    from civicgrid.risks.models import Subject
+
+    base = event_stmt(session, subject=kind)
+    ev = base.subquery()
+    return (
+        select(Subject.source, Subject.ref_id, *ev.c)
+        .select_from(Subject)
+        .outerjoin(ev, (Subject.source == "event") & (ev.c.id == Subject.ref_id))
+        .where(
+            Subject.kind == bindparam("kind"),
+            Subject.key == bindparam("key"),
+            Subject.at > bindparam("lo"),
+            Subject.at < bindparam("hi"),
+        )
+    )
 
 
 def _repeats(
@@ -811,7 +922,6 @@ def _repeats(
 ) -> None:
     """Repeat rules: per new event and subject kind, the rows sharing its key from the subject
     index (over the widest window of the rules), read once for every rule of that kind."""
-    from civicgrid.risks.models import Subject
 
     groups: dict[tuple[int, str], list[Watch]] = {}
     for w, rows in items:
@@ -823,20 +933,13 @@ def _repeats(
             continue
         t = int(new.t[i])
         window = max(w.spec.window_s for w in watches)
-        refs = session.execute(
-            select(Subject.source, Subject.ref_id).where(
-                Subject.kind == kind,
-                Subject.key == key,
-                Subject.at > from_unix(t - window - 1),
-                Subject.at < from_unix(t + window + 1),
-            )
+        linked = session.execute(
+            prepared(session, f"subject:{kind}", _subject_stmt, session, kind),
+            {"kind": kind, "key": key, "lo": from_unix(t - window - 1), "hi": from_unix(t + window + 1)},
         ).all()
-        event_ids = sorted({int(r) for s, r in refs if s == "event"})
-        dispute_ids = sorted({int(r) for s, r in refs if s == "dispute"})
         subjects = Subjects()
-        parts = []
-        if event_ids:
-            parts.append(load_events(session, Event.id.in_(event_ids), subject=kind, subjects=subjects))
+        parts = [_events_of([r[2:] for r in linked if r[0] == "event" and r[2] is not None], kind, subjects)]
+        dispute_ids = sorted({int(r[1]) for r in linked if r[0] == "dispute"})
         if dispute_ids and any(w.spec.include_disputes for w in watches):
             from civicgrid.disputes.models import Dispute
 

@@ -410,7 +410,7 @@ def _raise_status(
             warning = _open_for_update(session, key) if key else None
             if warning is None:
                 raise
-    changed = _add_to(session, actor, warning, level, items, rule, now)
+    changed = _add_to(session, actor, warning, level, items, _rule_options(rule), now)
     return warning, "updated" if changed else "unchanged"
 
 
@@ -495,15 +495,19 @@ def _add_to(
     warning: Warning,
     level: WarningLevel,
     items: Sequence[tuple[str, int]],
-    rule: RiskRule | None,
+    options: tuple[dict[str, float] | None, str | None],
     now: datetime,
+    fresh: Sequence[tuple[str, int]] | None = None,
 ) -> bool:
-    """Attach what is new and upgrade; False when nothing changed (nothing is written then)."""
-    fresh = _not_linked(session, warning.id, items)
+    """Attach what is new and upgrade; False when nothing changed (nothing is written then).
+    `fresh`: the evidence already known not to be linked (saves the read)."""
+    if fresh is None:
+        fresh = _not_linked(session, warning.id, items)
     added = _insert_ignore(session, [{"warning_id": warning.id, "kind": k, "ref_id": i} for k, i in fresh])
     upgraded = LEVEL_RANK[level] > LEVEL_RANK[warning.level]
     if not added and not upgraded:
         return False  # nothing new: idempotent re-evaluation writes nothing
+    warning.updated_at = now
     if added:
         warning.evidence_count += added
         warning.last_evidence_at = now
@@ -512,7 +516,7 @@ def _add_to(
         before = warning.level
         warning.level = level
         warning.upgraded_at = now
-        hours, clock = _rule_options(rule)
+        hours, clock = options
         due, clock = deadline_for(session, warning.assigned_org_id, level, now, hours, clock)
         # A higher level can only shorten the time left, never extend it.
         if warning.due_at is None or due < warning.due_at:
@@ -529,7 +533,6 @@ def _add_to(
             after={"level": str(level)},
         )
         _notify(session, warning, f"upgrade:{level}", UPGRADED_MESSAGES[level], warning.assigned_org_id)
-    warning.updated_at = now
     session.flush()
     return True
 
@@ -1544,7 +1547,19 @@ def _title(rule: RiskRule, region: Region) -> str:
     return f"{rule.name}（{region.name}）"[:TITLE_MAX]
 
 
-def raise_findings(session: Session, rule_id: int, found: Sequence[Any], stats: dict[str, int]) -> None:
+def _concurrent(session: Session) -> bool:
+    """PostgreSQL may run several workers: evidence read before the lock is read again under it.
+    SQLite has one writer at a time (the worker holds the write lock from the cursor on)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def raise_findings(
+    session: Session,
+    rule_id: int,
+    found: Sequence[Any],
+    stats: dict[str, int],
+    options: tuple[dict[str, float] | None, str | None] = (None, None),
+) -> None:
     """Raise a rule's findings. Findings its open warnings already hold (same or lower level, no
     new evidence) are recognised from two reads per rule and cost nothing more: a full pass over
     a quiet day writes and locks nothing."""
@@ -1560,24 +1575,37 @@ def raise_findings(session: Session, rule_id: int, found: Sequence[Any], stats: 
     ).all()
     wanted = {f.region_id for f in merged}
     open_by_region = {r.region_id: r for r in open_rows if r.region_id in wanted}
+    # Only the findings' own evidence is looked up (a long-open warning may hold thousands).
     linked: dict[int, set[tuple[str, int]]] = {r.id: set() for r in open_by_region.values()}
-    for chunk in _chunks(list(linked), 500):
+    refs = sorted({ref for f in merged if f.region_id in open_by_region for _k, ref in f.evidence})
+    for chunk in _chunks(refs, 900):
         for wid, kind, ref in session.execute(
             select(WarningEvidence.warning_id, WarningEvidence.kind, WarningEvidence.ref_id).where(
-                WarningEvidence.warning_id.in_(chunk)
+                WarningEvidence.warning_id.in_(list(linked)), WarningEvidence.ref_id.in_(chunk)
             )
         ):
             linked[wid].add((kind, ref))
     rule: RiskRule | None = None
     for f in merged:
         o = open_by_region.get(f.region_id)
-        if (
-            o is not None
-            and LEVEL_RANK[f.level] <= LEVEL_RANK[WarningLevel(o.level)]
-            and linked[o.id].issuperset(f.evidence)
-        ):
-            stats["unchanged"] = stats.get("unchanged", 0) + 1
-            continue
+        if o is not None:
+            fresh = [e for e in f.evidence if e not in linked[o.id]]
+            if not fresh and LEVEL_RANK[f.level] <= LEVEL_RANK[WarningLevel(o.level)]:
+                stats["unchanged"] = stats.get("unchanged", 0) + 1
+                continue
+            warning = session.scalar(
+                select(Warning)
+                .where(Warning.id == o.id, Warning.state != WarningState.closed)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if warning is not None:  # still open under the lock: attach (the common case)
+                if fresh:
+                    fresh = _not_linked(session, warning.id, fresh) if _concurrent(session) else fresh
+                changed = _add_to(session, SYSTEM, warning, f.level, f.evidence, options, utcnow(), fresh)
+                status = "updated" if changed else "unchanged"
+                stats[status] = stats.get(status, 0) + 1
+                continue
         rule = rule or session.get(RiskRule, rule_id)
         region = session.get(Region, f.region_id)
         if rule is None or region is None:
@@ -1588,10 +1616,16 @@ def raise_findings(session: Session, rule_id: int, found: Sequence[Any], stats: 
         stats[status] = stats.get(status, 0) + 1
 
 
+def _subject_insert(session: Session) -> Any:
+    from civicgrid.risks.models import Subject
+
+    ins = pg_insert(Subject) if session.get_bind().dialect.name == "postgresql" else sqlite_insert(Subject)
+    return ins.on_conflict_do_nothing(index_elements=["source", "ref_id", "kind"])
+
+
 def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, int], dict[str, str]]:
     """Store the address and party keys of new events; returns {("event", id): {kind: key}}."""
     from civicgrid.risks import evaluate
-    from civicgrid.risks.models import Subject
 
     keys: dict[tuple[str, int], dict[str, str]] = {}
     values = []
@@ -1606,30 +1640,29 @@ def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, in
                 )
         keys[("event", int(r.id))] = mine
     if values:
-        dialect = session.get_bind().dialect.name
-        ins = pg_insert(Subject) if dialect == "postgresql" else sqlite_insert(Subject)
-        for chunk in _chunks(values, 500):
-            session.execute(
-                ins.values(list(chunk)).on_conflict_do_nothing(index_elements=["source", "ref_id", "kind"])
-            )
+        session.execute(evaluate.prepared(session, "subject_insert", _subject_insert, session), values)
     return keys
 
 
-def evaluate_events(session: Session, ids: Sequence[int], now: datetime, stats: dict[str, int]) -> None:
-    """Check new events against the rules they could trigger and raise what they find."""
+def evaluate_events(session: Session, rows: Sequence[Any], now: datetime, stats: dict[str, int]) -> None:
+    """Check new events (rows of `evaluate.load_new`) against the rules they could trigger and
+    raise what they find."""
     from civicgrid.risks import evaluate
 
-    new, rows = evaluate.load_new(session, ids)
     keys = _index_subjects(session, rows)
-    stats["events"] = stats.get("events", 0) + len(ids)
+    new = evaluate.new_events(rows)
+    stats["events"] = stats.get("events", 0) + len(rows)
     if not len(new):
         return
-    watches = [evaluate.Watch(a.rule_id, a.spec, a.scope) for a in _cached_active(session)]
+    active = _cached_active(session)
+    watches = [evaluate.Watch(a.rule_id, a.spec, a.scope) for a in active]
+    specs = {a.rule_id: a.spec for a in active}
     subject_keys = {(evaluate.EVENT, i): k for (_src, i), k in keys.items()}
     for rule_id, found in evaluate.incremental(session, watches, new, now, subject_keys).items():
         if found:
             stats["findings"] = stats.get("findings", 0) + len(found)
-            raise_findings(session, rule_id, found, stats)
+            spec = specs[rule_id]
+            raise_findings(session, rule_id, found, stats, (spec.deadline_hours or None, spec.clock))
 
 
 _ACTIVE: dict[str, tuple[float, tuple[Any, ...], int, list[ActiveRule]]] = {}
@@ -1671,8 +1704,7 @@ def evaluate_new(
     """Worker job: events newer than the cursor, in id order, a batch per transaction. Restart-
     safe (the cursor moves in the same transaction as the warnings), idempotent, and one worker at
     a time per stream (the cursor row is locked FOR UPDATE SKIP LOCKED on PostgreSQL)."""
-    from civicgrid.events.models import Event
-
+    from civicgrid.risks import evaluate
     from civicgrid.risks.models import Cursor
 
     stats: dict[str, int] = {}
@@ -1682,12 +1714,10 @@ def evaluate_new(
         if last is None:
             stats["busy"] = 1
             break
-        rows = session.execute(
-            select(Event.id, Event.created_at).where(Event.id > last).order_by(Event.id).limit(batch)
-        ).all()
+        rows = evaluate.load_new(session, last, batch)
         ids = _contiguous(rows, last, at)
         if ids:
-            evaluate_events(session, ids, at, stats)
+            evaluate_events(session, rows[: len(ids)], at, stats)
             session.execute(
                 update(Cursor).where(Cursor.name == "events").values(last_id=ids[-1], updated_at=at)
             )
@@ -1717,11 +1747,18 @@ def full_pass(session: Session, now: datetime | None = None) -> dict[str, int]:
         snapshot = evaluate.load_events(session, Event.reported_at >= since)
         stats["events_read"] = len(snapshot)
         for a in plain:
-            raise_findings(
-                session, a.rule_id, evaluate.evaluate_now(session, a.spec, a.scope, now, snapshot), stats
-            )
-    for a in (a for a in rules if a.spec.kind == "repeat"):
-        raise_findings(session, a.rule_id, evaluate.evaluate_now(session, a.spec, a.scope, now), stats)
+            found = evaluate.evaluate_now(session, a.spec, a.scope, now, snapshot)
+            raise_findings(session, a.rule_id, found, stats, (a.spec.deadline_hours or None, a.spec.clock))
+    for key in ("address", "party"):  # one read per subject kind, shared by its repeat rules
+        repeats = [a for a in rules if a.spec.kind == "repeat" and a.spec.key == key]
+        if not repeats:
+            continue
+        since = now - timedelta(seconds=max(a.spec.horizon_s + a.spec.lookback_s for a in repeats))
+        shared = evaluate.subject_events(session, key, since, any(a.spec.include_disputes for a in repeats))
+        stats["events_read"] = stats.get("events_read", 0) + len(shared)
+        for a in repeats:
+            found = evaluate.evaluate_now(session, a.spec, a.scope, now, shared)
+            raise_findings(session, a.rule_id, found, stats, (a.spec.deadline_hours or None, a.spec.clock))
     for a in active_rules(session, ("data",)):
         try:
             with session.begin_nested():
@@ -1729,7 +1766,9 @@ def full_pass(session: Session, now: datetime | None = None) -> dict[str, int]:
                 found = _data_findings(
                     session, SYSTEM, rule, a.spec, regions.get(session, a.region_id), write=True
                 )
-                raise_findings(session, a.rule_id, found, stats)
+                raise_findings(
+                    session, a.rule_id, found, stats, (a.spec.deadline_hours or None, a.spec.clock)
+                )
         except Exception:  # one broken data rule must not stop the others
             log.exception("data rule %s failed", a.rule_id)
             stats["failed"] = stats.get("failed", 0) + 1
