@@ -805,6 +805,8 @@ def _write_sequences(session: Session, lasts: list[tuple[str, date, int]]) -> No
 
     dialect = session.get_bind().dialect.name
     ins = pg_insert(EventSequence) if dialect == "postgresql" else sqlite_insert(EventSequence)
+    # This transaction now holds the counters' row locks: later numbers must be taken in it too.
+    session.info[events.NUMBERS_IN_TRANSACTION] = True
     for part in _chunks(len(lasts), 1000):
         rows = [{"prefix": p, "day": d, "last": last} for p, d, last in lasts[part]]
         stmt = ins.values(rows)

@@ -204,6 +204,7 @@ def handle_due(cal: WorkCalendar, start: datetime, rules: dict[str, Any]) -> dat
 # ---- numbering --------------------------------------------------------------------------
 
 LOCAL_DAY_OFFSET = timedelta(hours=8)  # event numbers use the China Standard Time date
+NUMBERS_IN_TRANSACTION = "civicgrid.numbers_in_transaction"  # session.info flag, see next_number
 
 
 def next_number(session: Session, prefix: str, at: datetime) -> str:
@@ -215,7 +216,10 @@ def next_number(session: Session, prefix: str, at: datetime) -> str:
     writers' queue: 60 % of the backends' time under load was waiting for it). The price: a
     number taken by an intake that then fails is not reused (a gap), never repeated. On SQLite
     the database serialises writers anyway and a second connection would wait for this
-    transaction's own write lock, so the upsert stays in the transaction (no gaps)."""
+    transaction's own write lock, so the upsert stays in the transaction (no gaps). The same
+    holds on PostgreSQL for a session that already wrote counters in its open transaction (the
+    demo generator marks it with `NUMBERS_IN_TRANSACTION`): a second connection would wait for
+    our own row locks forever."""
     day = (at + LOCAL_DAY_OFFSET).date()
     dialect = session.get_bind().dialect.name
     ins = pg_insert(EventSequence) if dialect == "postgresql" else sqlite_insert(EventSequence)
@@ -224,7 +228,7 @@ def next_number(session: Session, prefix: str, at: datetime) -> str:
         .on_conflict_do_update(index_elements=["prefix", "day"], set_={"last": EventSequence.last + 1})
         .returning(EventSequence.last)
     )
-    if dialect == "postgresql":
+    if dialect == "postgresql" and not session.info.get(NUMBERS_IN_TRANSACTION):
         seq = _take_number(_numbering_engine(session), stmt)
     else:
         seq = session.execute(stmt).scalar_one()
