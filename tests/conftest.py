@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 _TMP = Path(tempfile.mkdtemp(prefix="civicgrid-test-"))
 os.environ.setdefault("CIVICGRID_DATA_DIR", str(_TMP / "data"))
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
+os.environ["CIVICGRID_TEST_CHEAP_PASSWORD_HASHES"] = "1"  # core/security.py: argon2 at 1 ms, not 100
 
 from civicgrid.core.config import Settings  # noqa: E402
 from civicgrid.core.db import Base, Database  # noqa: E402

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
+from civicgrid.core.calendar import default_calendar, local_today
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Invalid, NotFound, PermissionDenied
 from civicgrid.events import actions, service, stats
@@ -34,10 +35,15 @@ def step(s, world, who, number, action, **kw):
 
 
 def set_due(s, number, hours_from_now):
+    now = utcnow()
+    due = now + timedelta(hours=hours_from_now)
+    if hours_from_now < 0:  # a passed deadline stays on today's local date (flows count per local day)
+        midnight = datetime.combine(local_today(now), time(0), default_calendar().tz)
+        due = max(due, midnight + (now - midnight) / 2)
     s.execute(
         update(Event)
         .where(Event.number == number)
-        .values(handle_due_at=utcnow() + timedelta(hours=hours_from_now))
+        .values(handle_due_at=due)
         .execution_options(synchronize_session=False)
     )
     s.expire_all()

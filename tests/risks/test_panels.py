@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from civicgrid.cockpit import registry
 from civicgrid.core.auth import SYSTEM
+from civicgrid.core.calendar import local_today
 from civicgrid.core.db import utcnow
 from civicgrid.events.stats import window
 from civicgrid.risks import service
@@ -18,7 +19,7 @@ def _ctx(session: Session, world: World, username: str, region: str) -> registry
     return registry.Context(
         actor=world.actor(session, username),
         region=world.region(region),
-        window=window((utcnow() - timedelta(days=3)).date(), utcnow().date()),
+        window=window(local_today() - timedelta(days=3), local_today()),
         now=utcnow(),
     )
 

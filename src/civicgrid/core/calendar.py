@@ -127,3 +127,9 @@ def build_calendar(
 @lru_cache
 def default_calendar() -> WorkCalendar:
     return build_calendar()
+
+
+def local_today(at: datetime | None = None) -> date:
+    """The jurisdiction's calendar day now (or at `at`): periods, quotas and numbers turn over at
+    local midnight, eight hours before UTC's — `utcnow().date()` is yesterday every evening."""
+    return (at or datetime.now(UTC)).astimezone(default_calendar().tz).date()

@@ -1,8 +1,10 @@
 """Metering of data reads and per-key rate limits, kept off the query path's critical cost.
 
 Counts live in memory (one `Meter` per database engine, guarded by a lock) and are flushed
-in batches to `Usage` with an upsert: by the worker every few seconds, and from the app's
-lifespan shutdown so a clean stop loses nothing. A failed flush puts its counts back.
+in batches to `Usage` with an upsert every few seconds — by the embedded worker's job, or,
+when the worker runs as its own process (which cannot see this process's memory), by a
+`Flusher` thread the app starts — and once more from the app's lifespan shutdown, so a clean
+stop loses nothing. A failed flush puts its counts back.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from civicgrid.core.calendar import default_calendar
+from civicgrid.core.calendar import default_calendar, local_today
 from civicgrid.core.db import utcnow
 from civicgrid.data.models import Usage
 
@@ -38,7 +40,7 @@ CounterKey = tuple[int | None, int, date, str]
 
 def local_day(at: datetime | None = None) -> date:
     """The jurisdiction's calendar day: quotas and usage days turn over at local midnight."""
-    return (at or utcnow()).astimezone(default_calendar().tz).date()
+    return local_today(at)
 
 
 def seconds_to_local_midnight(at: datetime | None = None) -> int:
@@ -211,6 +213,42 @@ def flush(bind: Any) -> int:
 def flush_job(session: Session) -> int:
     """Worker job: flush the meter of the session's database."""
     return flush(session.get_bind())
+
+
+#: Seconds between two flushes of a `Flusher` (the worker's job runs as often).
+FLUSH_EVERY = 5.0
+
+
+class Flusher:
+    """Flushes a database's meter every `FLUSH_EVERY` seconds from a daemon thread, and once
+    more when stopped: the app's own flusher when no embedded worker runs in its process."""
+
+    def __init__(self, bind: Any, every: float | None = None) -> None:
+        self.engine: Engine = bind.engine if hasattr(bind, "engine") else bind
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="civicgrid-usage-flusher", daemon=True)
+
+    def start(self) -> Flusher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Stop the thread and flush what is left; returns the counters of that last flush."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return flush(self.engine)
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY if self._every is None else self._every):
+            try:
+                flush(self.engine)
+            except Exception:  # the counts were put back; the next round retries them
+                log.exception("usage flush failed")
+
+
+def start_flusher(bind: Any) -> Flusher:
+    return Flusher(bind).start()
 
 
 # ---- rate limits ------------------------------------------------------------------------

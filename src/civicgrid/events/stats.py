@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from civicgrid.accounts.models import Org
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
-from civicgrid.core.calendar import default_calendar
+from civicgrid.core.calendar import default_calendar, local_today
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Invalid, PermissionDenied
 from civicgrid.core.i18n import gettext
@@ -125,8 +125,7 @@ class Window:
 def window(first: date | None = None, last: date | None = None, *, now: datetime | None = None) -> Window:
     """The reader's period; by default the current month up to today (local dates)."""
     tz = default_calendar().tz
-    today = (now or utcnow()).astimezone(tz).date()
-    last = last or today
+    last = last or local_today(now)
     first = first or last.replace(day=1)
     if first > last:
         raise Invalid(

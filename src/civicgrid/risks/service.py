@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +27,7 @@ from civicgrid.accounts.models import Org, OrgKind
 from civicgrid.accounts.permissions import Permission, Role
 from civicgrid.core import audit
 from civicgrid.core.auth import SYSTEM, Actor
+from civicgrid.core.calendar import local_today
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.i18n import gettext
@@ -1291,9 +1292,7 @@ def dry_run(session: Session, actor: Actor, data: RuleInput, first: Any = None, 
     _need(actor, P.risks_manage)
     spec, region, _org, _raw = check_rule(session, actor, data)
     win = (
-        window(first, last)
-        if (first or last)
-        else window((utcnow() - timedelta(days=30)).date(), utcnow().date())
+        window(first, last) if (first or last) else window(local_today() - timedelta(days=30), local_today())
     )
     if (win.last - win.first).days >= DRY_RUN_MAX_DAYS:
         raise Invalid("A dry run covers at most {days} days.", days=DRY_RUN_MAX_DAYS, field="from")
@@ -1500,21 +1499,34 @@ def _lock_cursor(session: Session, name: str) -> int | None:
     """Lock the stream's cursor row for this transaction and return its position; None when
     another worker holds it (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the UPDATE takes the
     database's write lock, so a second worker waits instead of working twice)."""
+    from civicgrid.risks import evaluate
     from civicgrid.risks.models import Cursor
 
     dialect = session.get_bind().dialect.name
     for attempt in range(2):
         if dialect == "sqlite":
-            last = session.scalar(
-                update(Cursor)
-                .where(Cursor.name == name)
-                .values(updated_at=Cursor.updated_at)
-                .returning(Cursor.last_id)
+            stmt = evaluate.prepared(
+                session,
+                "cursor_lock",
+                lambda: (
+                    update(Cursor)
+                    .where(Cursor.name == bindparam("cursor"))
+                    .values(updated_at=Cursor.updated_at)
+                    .returning(Cursor.last_id)
+                    .execution_options(synchronize_session=False)
+                ),
             )
         else:
-            last = session.scalar(
-                select(Cursor.last_id).where(Cursor.name == name).with_for_update(skip_locked=True)
+            stmt = evaluate.prepared(
+                session,
+                "cursor_lock",
+                lambda: (
+                    select(Cursor.last_id)
+                    .where(Cursor.name == bindparam("cursor"))
+                    .with_for_update(skip_locked=True)
+                ),
             )
+        last = session.scalar(stmt, {"cursor": name})
         if last is not None:
             return int(last)
         if attempt or (
@@ -1655,14 +1667,30 @@ def evaluate_events(session: Session, rows: Sequence[Any], now: datetime, stats:
     if not len(new):
         return
     active = _cached_active(session)
-    watches = [evaluate.Watch(a.rule_id, a.spec, a.scope) for a in active]
+    index = _rule_index(session, active)
     specs = {a.rule_id: a.spec for a in active}
     subject_keys = {(evaluate.EVENT, i): k for (_src, i), k in keys.items()}
-    for rule_id, found in evaluate.incremental(session, watches, new, now, subject_keys).items():
+    for rule_id, found in evaluate.incremental(session, index, new, now, subject_keys).items():
         if found:
             stats["findings"] = stats.get("findings", 0) + len(found)
             spec = specs[rule_id]
             raise_findings(session, rule_id, found, stats, (spec.deadline_hours or None, spec.clock))
+
+
+_INDEX: dict[str, tuple[list[ActiveRule], Any]] = {}
+
+
+def _rule_index(session: Session, active: list[ActiveRule]) -> Any:
+    """The active rules indexed by category, built once per set of active rules."""
+    from civicgrid.risks import evaluate
+
+    key = str(session.get_bind().engine.url)
+    hit = _INDEX.get(key)
+    if hit is not None and hit[0] is active:
+        return hit[1]
+    index = evaluate.RuleIndex([evaluate.Watch(a.rule_id, a.spec, a.scope) for a in active])
+    _INDEX[key] = (active, index)
+    return index
 
 
 _ACTIVE: dict[str, tuple[float, tuple[Any, ...], int, list[ActiveRule]]] = {}
@@ -1718,9 +1746,17 @@ def evaluate_new(
         ids = _contiguous(rows, last, at)
         if ids:
             evaluate_events(session, rows[: len(ids)], at, stats)
-            session.execute(
-                update(Cursor).where(Cursor.name == "events").values(last_id=ids[-1], updated_at=at)
+            move = evaluate.prepared(
+                session,
+                "cursor_move",
+                lambda: (
+                    update(Cursor)
+                    .where(Cursor.name == "events")
+                    .values(last_id=bindparam("last_id"), updated_at=bindparam("at"))
+                    .execution_options(synchronize_session=False)
+                ),
             )
+            session.execute(move, {"last_id": ids[-1], "at": at})
         session.commit()
         if len(ids) < batch:
             break
