@@ -133,13 +133,16 @@ def test_verify_chain_names_the_broken_record(client, tree, db):
     assert res.status_code == 200 and "完整" in res.text
     with db.engine.begin() as c:
         # Tamper with one record behind the application's back (the append-only trigger is dropped on
-        # SQLite for the test; PostgreSQL's rule is lifted the same way).
+        # SQLite's per-test copy; on PostgreSQL, whose database the process's later tests reuse,
+        # it is lifted for the one statement only).
         if c.dialect.name == "sqlite":
             for name in c.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'")).scalars():
                 c.execute(text(f'DROP TRIGGER "{name}"'))
+            c.execute(text("UPDATE audit_record SET action = 'forged' WHERE id = 3"))
         else:
             c.execute(text("ALTER TABLE audit_record DISABLE TRIGGER USER"))
-        c.execute(text("UPDATE audit_record SET action = 'forged' WHERE id = 3"))
+            c.execute(text("UPDATE audit_record SET action = 'forged' WHERE id = 3"))
+            c.execute(text("ALTER TABLE audit_record ENABLE TRIGGER USER"))
     res = client.post("/admin/audit/verify", headers=_hx(token))
     assert "#3" in res.text and "alert error" in res.text
 

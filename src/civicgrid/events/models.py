@@ -126,6 +126,9 @@ class Event(TimestampMixin, Base):
         Index("ix_event_state_handle_due", "state", "handle_due_at"),
         Index("ix_event_region_path_state", "region_path", "state"),
         Index("ix_event_category_reported", "category_id", "reported_at"),
+        # A reporter's events by time ("my reports", the cockpit's grid-worker panels), covering
+        # the grid so that "the worker's last report in their grid" never reads the table.
+        Index("ix_event_reporter_reported", "reporter_user_id", "reported_at", "grid_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -144,7 +147,7 @@ class Event(TimestampMixin, Base):
     county_id: Mapped[int] = mapped_column(ForeignKey("region.id"), index=True)
     region_path: Mapped[str] = mapped_column(String(255))  # the grid's path: scope filter
     channel: Mapped[Channel] = mapped_column(Enum(Channel, native_enum=False, length=16))
-    reporter_user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"), index=True)
+    reporter_user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     reporter_name: Mapped[str] = mapped_column(String(100), default="")
     reporter_phone: Mapped[str] = mapped_column(String(32), default="")
     external_id: Mapped[str | None] = mapped_column(String(64), index=True)

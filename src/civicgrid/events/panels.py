@@ -495,6 +495,9 @@ def worker_activity(session: Session, ctx: Context) -> dict[str, Any]:
         w["grids"].append(grid)
     counts: dict[int, list[int]] = {}
     if by_user:
+        # A worker's reports wherever they made them (a grid worker reports in their own grid;
+        # the rare one across a border still counts as their work): read from the covering
+        # index ix_event_reporter_reported, never the region's events.
         cols = [
             func.count(case((and_(Event.reported_at >= bounds[i], Event.reported_at < bounds[i + 1]), 1)))
             for i in range(ACTIVITY_WEEKS)
@@ -502,12 +505,7 @@ def worker_activity(session: Session, ctx: Context) -> dict[str, Any]:
         stmt = (
             select(Event.reporter_user_id, *cols)
             .where(
-                *region_conditions(ctx.region),
-                Event.reporter_user_id.in_(
-                    select(GridAssignment.user_id)
-                    .join(Region, Region.id == GridAssignment.grid_id)
-                    .where(Region.path.startswith(ctx.region.path, autoescape=True))
-                ),
+                Event.reporter_user_id.in_(list(by_user)),
                 Event.reported_at >= bounds[0],
                 Event.reported_at < bounds[-1],
             )
@@ -564,25 +562,34 @@ def idle_grids(session: Session, ctx: Context) -> dict[str, Any]:
         .where(Region.path.startswith(ctx.region.path, autoescape=True), Region.level == RegionLevel.grid)
         .order_by(Region.code)
     ).all()
-    last_report = dict(
-        session.execute(
-            select(Event.grid_id, func.max(Event.reported_at))
-            .join(
-                GridAssignment,
-                and_(
-                    GridAssignment.grid_id == Event.grid_id, GridAssignment.user_id == Event.reporter_user_id
-                ),
-            )
-            .where(*region_conditions(ctx.region), Event.reported_at >= since)
-            .group_by(Event.grid_id)
-        ).all()
+    # Per assignment, the worker's newest report in that grid: one backward step through the
+    # covering index ix_event_reporter_reported (a worker reports almost only in their grid).
+    newest = (
+        select(Event.reported_at)
+        .where(
+            Event.reporter_user_id == GridAssignment.user_id,
+            Event.grid_id == GridAssignment.grid_id,
+            Event.reported_at >= since,
+        )
+        .order_by(Event.reported_at.desc())
+        .limit(1)
+        .correlate(GridAssignment)
+        .scalar_subquery()
     )
+    last_report: dict[int, Any] = {}
+    for gid, at in session.execute(
+        select(GridAssignment.grid_id, newest)
+        .join(Region, Region.id == GridAssignment.grid_id)
+        .where(Region.path.startswith(ctx.region.path, autoescape=True))
+    ):
+        if isinstance(at, str):  # SQLite returns a datetime from a scalar subquery as text
+            at = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        if at is not None and (last_report.get(gid) is None or at > last_report[gid]):
+            last_report[gid] = at
     idle: list[list[Any]] = []
     for gid, code, name, village_name in grids:
-        at = last_report.get(gid)
-        if isinstance(at, str):  # SQLite returns max() of a datetime column as text
-            at = datetime.fromisoformat(at).replace(tzinfo=UTC)
-        days = (now - at).days if at is not None else None
+        last = last_report.get(gid)
+        days = (now - last).days if last is not None else None
         if days is None or days >= IDLE_DAYS:
             idle.append([name, village_name, days, f"/regions/map?code={code}"])
     idle.sort(key=lambda r: (r[2] is not None, -(r[2] or 0), r[0]))
