@@ -37,7 +37,7 @@ from civicgrid.cockpit.registry import View, panels
 from civicgrid.core.db import Database
 from civicgrid.core.migrate import upgrade
 from civicgrid.demo import service as demo
-from civicgrid.demo.events import generate_events
+from civicgrid.demo.events import MAX_COUNT, generate_events
 from civicgrid.events import rollups
 from civicgrid.events.models import Event
 from civicgrid.models import load_all
@@ -69,9 +69,17 @@ def prepare(url: str, count: int, *, days: int = 365, demo_events: int = 0) -> f
     with db.session() as s:
         demo.load_demo(s, grids=600, seed=2021, data_dir=Path(tempfile.mkdtemp(prefix="cg-cockpit-")),
                        events=demo_events)  # fmt: skip
+    # The generator takes at most MAX_COUNT events a call: bigger databases are built in parts,
+    # one transaction each, with their own seeds (numbers continue each county's sequence).
+    done = 0
+    while done < count:
+        part = min(MAX_COUNT, count - done)
+        with db.session() as s:
+            generate_events(s, count=part, seed=2021 + done // MAX_COUNT, days=days)
+        done += part
+        print(f"{url.split('@')[-1]}: {done:,} events, {time.perf_counter() - started:.0f} s", flush=True)
     if count:
         with db.session() as s:
-            generate_events(s, count=count, seed=2021, days=days)
             rollups.rebuild(s)
     if url.startswith("postgresql"):
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:

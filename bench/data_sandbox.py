@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, load_average, machine_info, median, percentile, write_section
 
 sys.path.insert(0, str(ROOT))
-DOC = ROOT / "docs" / "benchmarks-data-speed.md"
+DOC = ROOT / "docs" / "benchmarks-data.md"
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
 
 NAME = "bench-population"

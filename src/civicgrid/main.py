@@ -102,14 +102,18 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from civicgrid.data import metering
+
         worker = start_embedded(database) if settings.embedded_worker else None
+        # A separate worker process cannot flush this process's metered reads: a thread does.
+        flusher = None if worker else metering.start_flusher(database)
         yield
         if worker:
             thread, stop = worker
             stop.set()
             thread.join(timeout=10)
-        from civicgrid.data import metering
-
+        if flusher:
+            flusher.stop()
         metering.flush(database)  # metered reads still in memory are stored before the process ends
         if db is None:
             database.dispose()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import pytest
 
 from civicgrid.core.errors import Invalid
 from civicgrid.data import engine as eng
 from civicgrid.data import ingest, service
-from civicgrid.data.models import DatasetField
 from tests.data.conftest import POPULATION_ROWS, DataWorld, csv_bytes
 
 
@@ -62,13 +61,42 @@ def test_cluster_by_an_unknown_field_fails_the_load(data_world: DataWorld) -> No
         assert service.current_version(s, service.get_dataset(s, "village-population")) is None
 
 
-def test_cluster_fields_come_from_the_cluster_rule(data_world: DataWorld) -> None:
+def _with_rule(fields: list[dict[str, Any]], name: str, **rule: object) -> list[dict[str, Any]]:
+    return [f | {"rules": f["rules"] | rule} if f["name"] == name else f for f in fields]
+
+
+def test_the_cluster_rule_is_accepted_by_the_catalogue_and_sorts_each_load(data_world: DataWorld) -> None:
     w = data_world
     with w.db.session() as s:
         ds = w.population(s)
         assert ingest.cluster_fields(ds) == []
-        f = next(f for f in ds.fields if f.name == "village_code")
-        # The rule as the catalogue will store it once it accepts "cluster" (service.RULE_KEYS).
-        f.rules = json.dumps(service.rules_of(f) | {"cluster": True})
+        fields = [service.field_dict(f) for f in ds.fields]
+        clustered = _with_rule(fields, "village_code", cluster=True)
+        service.update_dataset(s, w.actor(s, "steward"), "village-population", fields=clustered)
+    with w.db.session() as s:
+        ds = service.get_dataset(s, "village-population")
         assert ingest.cluster_fields(ds) == ["village_code"]
-        assert isinstance(f, DatasetField)
+    dv = w.load_rows(rows=_rows(50))  # no cluster_by given: the rule decides
+    e = service.engine()
+    codes = [r[0] for r in e.query(e.version_files(dv.path), eng.QueryPlan(fields=["village_code"])).rows]
+    assert codes == sorted(codes) and len(codes) == 50
+
+
+@pytest.mark.parametrize(
+    ("rule", "says"),
+    [({"clustre": True}, "cluster"), ({"cluster": "yes"}, "true 或 false")],
+)
+def test_a_nonsense_rule_is_refused_with_what_is_allowed(
+    data_world: DataWorld, rule: dict[str, object], says: str
+) -> None:
+    w = data_world
+    with w.db.session() as s:
+        ds = w.population(s)
+        fields = [service.field_dict(f) for f in ds.fields]
+    with pytest.raises(Invalid) as err, w.db.session() as s:
+        service.update_dataset(
+            s, w.actor(s, "steward"), "village-population", fields=_with_rule(fields, "village_code", **rule)
+        )
+    assert "village_code" in err.value.translated() and says in err.value.translated()
+    with w.db.session() as s:
+        assert ingest.cluster_fields(service.get_dataset(s, "village-population")) == []

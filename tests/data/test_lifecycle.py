@@ -15,7 +15,7 @@ from civicgrid.core import audit
 from civicgrid.core.config import get_settings
 from civicgrid.core.db import utcnow
 from civicgrid.core.errors import AppError
-from civicgrid.data import access, ingest, lifecycle, service
+from civicgrid.data import access, ckan, ingest, lifecycle, service
 from civicgrid.data.models import Application, DataVersion, Destruction, Grant
 from tests.data.access_world import POPULATION_ROWS, AccessWorld, access_world_fixture  # noqa: F401
 from tests.factories import login_headers
@@ -153,10 +153,20 @@ def test_approval_removes_the_files_certifies_their_hashes_and_ends_every_read(c
         "/api/v1/data/sandbox/queries", headers=consumer, json={"sql": "SELECT count(*) FROM population"}
     )
     assert res.status_code == 410 and cert["number"] in res.json()["error"]["message"]
-    res = client.post(
-        "/api/3/action/datastore_search", headers={"Authorization": key}, json={"resource_id": "population"}
-    )
-    assert res.json()["success"] is False
+    # CKAN says so too, in its error shape (ckanapi raises NotFound with this message), by name or id
+    for action, body in (
+        ("datastore_search", {"resource_id": "population"}),
+        ("package_show", {"id": "population"}),
+        ("datastore_search", {"resource_id": ckan.resource_id("population")}),
+    ):
+        res = client.post(f"/api/3/action/{action}", headers={"Authorization": key}, json=body)
+        assert res.status_code == 410 and res.json()["success"] is False, res.text
+        error = res.json()["error"]
+        assert error["__type"] == "Not Found Error"
+        assert cert["number"] in error["message"] and "销毁" in error["message"]
+    # to a caller who could never see it (anonymous; the dataset was not open) the name stays unknown
+    res = client.post("/api/3/action/package_show", json={"id": "population"})
+    assert res.status_code == 404 and cert["number"] not in res.json()["error"]["message"]
     res = client.post(
         "/api/v1/data/applications",
         headers=consumer,
@@ -305,3 +315,35 @@ def test_a_running_load_holds_the_destruction_back(access_world, db):
     assert err.value.status == 409 and "正在归集" in err.value.translated()
     with db.session() as s:
         assert s.get(Destruction, d.id).state == "requested"
+
+
+def test_a_load_racing_a_destruction_fails_and_leaves_nothing_behind(loaded, db, monkeypatch):
+    """A destruction approved while a load runs (here its check for running loads misses the
+    load): the load is refused when it would publish, and no file or folder of it is left."""
+    w = loaded
+    with db.session() as s:
+        d = lifecycle.request_destruction(s, w.actor(s, "steward"), "population", reason="保存期满，依法销毁")
+        destruction_id = d.id
+    monkeypatch.setattr(lifecycle, "LOAD_RUNS_AT_MOST", timedelta(0))
+    engine = service.engine()
+    real_load = engine.load
+
+    def load_then_destroy(*args, **kwargs):
+        result = real_load(*args, **kwargs)  # the new rows are written, not yet published
+        with db.session() as s:
+            lifecycle.approve_destruction(s, w.actor(s, "admin"), destruction_id)
+        return result
+
+    monkeypatch.setattr(engine, "load", load_then_destroy)
+    with pytest.raises(AppError) as err:
+        w.data.load_rows("population", POPULATION_ROWS, mode="replace")
+    assert err.value.status == 409 and "销毁" in err.value.translated()
+    assert not (get_settings().data_dir / "datasets" / "population").exists()
+    with db.session() as s:
+        versions = {v.version: v for v in s.scalars(select(DataVersion))}
+        assert [versions[n].state for n in (1, 2, 3)] == ["destroyed", "destroyed", "failed"]
+        assert "销毁" in ingest.error_text(versions[3])  # the steward sees why the load failed
+        ds = service.get_dataset(s, "population")
+        assert ds.state == "destroyed" and ds.current_version_id == versions[2].id  # never moved
+        cert = lifecycle.certificate(s.get(Destruction, destruction_id))
+    assert not any("/v3/" in f["file"] for f in cert["files"])

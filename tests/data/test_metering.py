@@ -162,3 +162,38 @@ def test_rows_in_flight_still_count_towards_the_quota(access_world: AccessWorld,
     meter.flush(w.db.engine)
     with w.db.session() as s:
         assert seen == [8] and meter.rows_used(s, key_id, ds_id) == 8
+
+
+def test_without_the_embedded_worker_the_app_flushes_every_few_seconds_and_at_shutdown(
+    access_world: AccessWorld, settings, monkeypatch
+):
+    """Production runs the worker as its own process, which cannot see the app's counts: the
+    app's flusher stores them while it runs, and the rest when it stops cleanly."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from civicgrid.main import create_app
+    from tests.data.access_world import POPULATION_ROWS
+    from tests.data.test_query_api import _grant, _key
+
+    w = access_world
+    w.data.load_rows("population", POPULATION_ROWS)
+    monkeypatch.setattr(metering, "FLUSH_EVERY", 0.05)
+    app = create_app(settings.model_copy(update={"embedded_worker": False}), w.db)
+    with TestClient(app) as client:
+        _grant(client)
+        key = _key(client)
+        read = lambda: client.get("/api/v1/data/query/population", headers={"X-API-Key": key})  # noqa: E731
+        assert all(read().status_code == 200 for _ in range(3))
+        deadline = time.monotonic() + 10
+        while sum(u[3] for u in _usage(w)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [u[2:4] for u in _usage(w)] == [("api", 3)]  # stored while the app runs
+        monkeypatch.setattr(metering, "FLUSH_EVERY", 3600.0)
+        time.sleep(0.3)  # the flusher is now in its long wait: only the shutdown can store these
+        assert all(read().status_code == 200 for _ in range(4))
+        assert [u[2:4] for u in _usage(w)] == [("api", 3)]
+    usage = _usage(w)
+    assert [(u[2], u[3]) for u in usage] == [("api", 7)]
+    assert usage[0][4] == 7 * len(POPULATION_ROWS)  # every read's rows, none lost

@@ -28,7 +28,7 @@ from civicgrid.core.auth import Actor
 from civicgrid.core.errors import AppError
 from civicgrid.core.i18n import gettext
 from civicgrid.data import search
-from civicgrid.data.models import ApiKey, Dataset, DatasetState, OpenClass
+from civicgrid.data.models import ApiKey, Dataset, DatasetState, OpenClass, ShareClass
 
 CKAN_VERSION = "2.10.4"
 NAMESPACE = uuid.UUID("6f1c6a52-8e0c-5b8e-9a37-3c1d2b7a4e10")  # CivicGrid's uuid5 namespace
@@ -112,9 +112,10 @@ def rate_limited(per_minute: int, wait: int) -> CkanError:
 
 
 def from_app_error(exc: AppError) -> CkanError:
-    """One of our errors in CKAN's shape (404 → Not Found, 401/403/429 → Authorization, else Validation)."""
-    if exc.status == 404:
-        kind, status = NOT_FOUND, 404
+    """One of our errors in CKAN's shape (404/410 → Not Found, 401/403/429 → Authorization, else
+    Validation). A destroyed dataset keeps its 410, so a client can tell it from an unknown name."""
+    if exc.status in (404, 410):
+        kind, status = NOT_FOUND, exc.status
     elif exc.status in (401, 403):
         kind, status = AUTHORIZATION, 403
     elif exc.status == 429:
@@ -363,7 +364,32 @@ def _find_dataset(session: Session, caller: Caller, ident: str, *, field: str) -
     for d in visible_datasets(session, caller):
         if ident in (d.name, package_id(d.name), resource_id(d.name)):
             return d
+    gone = _destroyed(session, caller, ident)
+    if gone is not None:
+        from civicgrid.data import access
+
+        raise from_app_error(access.destroyed_error(session, gone))
     raise not_found("No dataset or resource {id} that you may see.", id=ident)
+
+
+def _destroyed(session: Session, caller: Caller, ident: str) -> Dataset | None:
+    """A destroyed dataset named by `ident` that the caller could see while it was live (open
+    ones for anyone; with a key, its org's own and the shareable or open ones), so it is told
+    the data was destroyed, as the other channels say; to anyone else the name stays unknown."""
+    for d in session.scalars(select(Dataset).where(Dataset.state == DatasetState.destroyed)):
+        if ident not in (d.name, package_id(d.name), resource_id(d.name)):
+            continue
+        if caller.key is None:
+            seen = d.open_class == OpenClass.open
+        else:
+            seen = (
+                d.owner_org_id == caller.org_id
+                or d.share_class != ShareClass.none
+                or d.open_class != OpenClass.closed
+            )
+        if seen:
+            return d
+    return None
 
 
 def _orgs(session: Session, ids: set[int]) -> dict[int, Org]:

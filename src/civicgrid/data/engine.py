@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -287,18 +286,22 @@ def id_prefix_sql(v: str) -> str:
 
 def id_number_sql(v: str, prefix: str = "") -> str:
     """TRUE when the VARCHAR expression `v` is a valid 18-digit 身份证号 (GB 11643-1999):
-    17 digits, a real birth date at 7–14, and the check digit of weights 7,9,10,5,8,4,2,1,6,3,
-    7,9,10,5,8,4,2 mod 11 mapped through "10X98765432". `prefix` may name a column holding
-    `id_prefix_sql(v)` (computed once); the digits come from it by integer arithmetic, which is
-    far cheaper than 17 substrings."""
+    17 digits, a real birth date at 7–14, and the check character: the weighted digit sum
+    (weights 7,9,10,5,8,4,2,1,6,3,7,9,10,5,8,4,2) plus the check value (X = 10) is 1 mod 11,
+    which is the same as looking the sum up in "10X98765432". `prefix` may name a column
+    holding `id_prefix_sql(v)` (computed once). Everything is integer arithmetic on that
+    prefix — digits, the calendar (leap years included) — since string slicing and strptime
+    per row cost more than the whole rest of the check."""
     n = prefix or f"({id_prefix_sql(v)})"
     total = " + ".join(f"{w} * (({n} // {10 ** (16 - i)}) % 10)" for i, w in enumerate(ID_WEIGHTS))
-    # The shape already bounds month and day; only days 29–31 need a calendar check.
-    return (
-        f"({n} IS NOT NULL "
-        f"AND (substr({v}, 13, 2) < '29' OR try_strptime(substr({v}, 7, 8), '%Y%m%d') IS NOT NULL) "
-        f"AND upper(substr({v}, 18, 1)) = substr('{ID_CHECK}', CAST(({total}) % 11 AS INTEGER) + 1, 1))"
-    )
+    year, month, day = f"(({n} // 10000000) % 10000)", f"(({n} // 100000) % 100)", f"(({n} // 1000) % 100)"
+    leap = f"CAST({year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0) AS INTEGER)"
+    # The shape already bounds month (01–12) and day (01–31); days in a month other than
+    # February: 31 for odd months up to July and even ones from August, else 30.
+    days = f"CASE WHEN {month} = 2 THEN 28 + {leap} ELSE 30 + ({month} + {month} // 8) % 2 END"
+    last = f"substr({v}, 18, 1)"
+    check = f"CASE WHEN {last} IN ('X', 'x') THEN 10 ELSE ascii({last}) - 48 END"
+    return f"({n} IS NOT NULL AND {day} <= {days} AND ({total} + {check}) % 11 = 1)"
 
 
 def id_number_valid(value: str) -> bool:
@@ -652,129 +655,150 @@ COPY (
         header: list[str],
         started: float,
     ) -> LoadResult:
-        """Move the partitions into data/ and rejected/, add malformed lines, count quality."""
+        """Move the partitions into data/, write rejected/ (rule rejects and malformed lines,
+        by line of the file) and count quality — all by queries, whatever the number of rejects."""
         out = staging / "out"
         data_dir, rej_dir = staging / "data", staging / "rejected"
         data_dir.mkdir(exist_ok=True)
         rej_dir.mkdir(exist_ok=True)
         for i, f in enumerate(sorted((out / "_ok=true").glob("*.parquet"))):
             f.rename(data_dir / f"part-{i:05d}.parquet")
-        rejected_files = sorted((out / "_ok=false").glob("*.parquet"))
-        malformed: list[tuple[int, str, str]] = []
-        if source.format == "csv":
-            with contextlib.suppress(duckdb.Error):
-                malformed = [
-                    (int(r[0]), str(r[1] or ""), str(r[2] or ""))
-                    for r in con.execute(
-                        "SELECT line, csv_line, error_message FROM reject_errors ORDER BY line"
-                    ).fetchall()
-                ]
         files = sorted(data_dir.glob("*.parquet"))
         valid = self._count(con, files) if files else 0
         names = [c.name for c in columns]
-        reject_rows: list[tuple[int, list[str], dict[str, Any]]] = []
+        rejected_files = sorted((out / "_ok=false").glob("*.parquet"))
+        # Rule rejects: `_rec` is the reader's record number (CSV: counting the header, not
+        # counting malformed records, which the reader skipped).
+        values = ", ".join(f"json_extract_string(_raw, {literal('$.' + n)}) AS {ident(n)}" for n in names)
         if rejected_files:
-            for line, reasons, raw in con.execute(
-                f"SELECT _line, _reasons, _raw FROM read_parquet({_files_sql(rejected_files)}) ORDER BY _line"
-            ).fetchall():
-                values = json.loads(raw) if raw else {}
-                reject_rows.append(
-                    (int(line), str(reasons or "").split("|"), {n: values.get(n) for n in names})
-                )
-        # DuckDB numbers a malformed line by its record (header = 1), once per problem.
-        seen: set[int] = set()
-        bad: list[tuple[int, list[str], dict[str, Any]]] = []
-        for line, raw_line, message in malformed:
-            if line not in seen:
-                seen.add(line)
-                bad.append((line, ["row:malformed"], {"_raw": raw_line[:2000], "_error": message[:300]}))
-        if source.format == "csv" and not source.line_column and (reject_rows or bad):
-            # The ordinal line of a read record skips malformed records: shift it past them,
-            # then turn record numbers into lines of the file (quoted newlines, blank lines).
-            shifted = []
-            for ln, rs, vals in reject_rows:
-                for m in sorted(seen):
-                    if m <= ln:
-                        ln += 1
-                shifted.append((ln, rs, vals))
-            line_map = _LineMap(source, valid + len(reject_rows) + len(bad))
-            reject_rows = [(line_map.line(ln), rs, vals) for ln, rs, vals in [*shifted, *bad]]
-        else:
-            reject_rows += bad
-        reject_rows.sort(key=lambda r: r[0])
-        self._write_rejects(con, rej_dir / "rejected.parquet", names, reject_rows)
-        shutil.rmtree(out, ignore_errors=True)
-
-        nulls = self._null_counts(con, files, names) if files else dict.fromkeys(names, 0)
-        read = valid + len(reject_rows)
-        reasons_count: dict[str, int] = {}
-        for _, rs, _ in reject_rows:
-            for code in rs:
-                reasons_count[code] = reasons_count.get(code, 0) + 1
-        quality: dict[str, dict[str, float | int]] = {}
-        for n in names:
-            filled = (valid - nulls.get(n, 0)) + sum(
-                1
-                for _, rs, vals in reject_rows
-                if "row:malformed" not in rs and vals.get(n) not in (None, "")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _rule_rejects AS SELECT _line AS _rec, "
+                f"string_split(_reasons, '|') AS _reasons{', ' + values if values else ''} "
+                f"FROM read_parquet({_files_sql(rejected_files)})"
             )
-            invalid = sum(1 for _, rs, _ in reject_rows if any(code.startswith(n + ":") for code in rs))
-            quality[n] = {
-                "filled": filled,
-                "invalid": invalid,
-                "completeness": round(filled / read, 6) if read else 0.0,
-                "validity": round((read - invalid) / read, 6) if read else 0.0,
-            }
-        first = [{"line": ln, "reasons": rs, "values": vals} for ln, rs, vals in reject_rows[:20]]
+        else:
+            typed = "".join(f", CAST(NULL AS VARCHAR) AS {ident(n)}" for n in names)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _rule_rejects AS SELECT CAST(NULL AS BIGINT) AS _rec, "
+                f"CAST(NULL AS VARCHAR[]) AS _reasons{typed} WHERE FALSE"
+            )
+        # Malformed CSV records (wrong column count, bad quoting), once per record: DuckDB
+        # numbers them by record (header = 1) and lists each problem of a record.
+        con.execute("CREATE OR REPLACE TEMP TABLE _malformed (_rec BIGINT, _raw VARCHAR, _error VARCHAR)")
+        if source.format == "csv":
+            with contextlib.suppress(duckdb.Error):
+                con.execute(
+                    "INSERT INTO _malformed SELECT line, left(arg_min(csv_line, byte_position), 2000), "
+                    "left(arg_min(error_message, byte_position), 300) FROM reject_errors GROUP BY line"
+                )
+        shift = source.format == "csv" and not source.line_column
+        if shift:
+            # The k-th record the reader passed on is record k plus the malformed records
+            # before it: an ASOF join on each malformed record's threshold (its number less
+            # the malformed records before it) counts them.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _skips AS SELECT t, max(j) AS j FROM ("
+                "SELECT _rec - row_number() OVER (ORDER BY _rec) + 1 AS t, "
+                "row_number() OVER (ORDER BY _rec) AS j FROM _malformed) GROUP BY t"
+            )
+            rule_rec = "r._rec + coalesce(s.j, 0)"
+            rule_from = "_rule_rejects r ASOF LEFT JOIN _skips s ON r._rec >= s.t"
+        else:
+            rule_rec, rule_from = "r._rec", "_rule_rejects r"
+        cols = "".join(f", r.{ident(n)}" for n in names)
+        nulls = "".join(f", CAST(NULL AS VARCHAR) AS {ident(n)}" for n in names)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _rejects AS "
+            f"SELECT {rule_rec} AS _rec, r._reasons{cols}, CAST(NULL AS VARCHAR) AS _raw, "
+            f"CAST(NULL AS VARCHAR) AS _error FROM {rule_from} "
+            f"UNION ALL SELECT _rec, ['row:malformed']{nulls}, _raw, _error FROM _malformed"
+        )
+        rejected = self._scalar(con, "SELECT count(*) FROM _rejects")
+        line, lines_join = "_rec", ""
+        if shift and rejected:
+            # Records → lines of the file: the same unless a record spans lines (a quoted
+            # newline) or blank lines were skipped; only then the lines are looked up.
+            line_map = _LineMap(source, valid + rejected)
+            if not line_map.simple:
+                recs = [int(r[0]) for r in con.execute("SELECT _rec FROM _rejects").fetchall()]
+                con.execute("CREATE OR REPLACE TEMP TABLE _lines (_rec BIGINT, _line BIGINT)")
+                con.executemany("INSERT INTO _lines VALUES (?, ?)", [(r, line_map.line(r)) for r in recs])
+                line, lines_join = "coalesce(_lines._line, _rec)", " LEFT JOIN _lines USING (_rec)"
+        outputs = "".join(f", {ident(n)}" for n in names)
+        con.execute(
+            f"COPY (SELECT {line} AS _line, _reasons{outputs}, _raw, _error FROM _rejects{lines_join} "
+            f"ORDER BY _line) TO {literal(str(rej_dir / 'rejected.parquet'))} (FORMAT parquet)"
+        )
+        shutil.rmtree(out, ignore_errors=True)
+        quality = self._quality(con, rej_dir / "rejected.parquet", files, names, valid, rejected)
         return LoadResult(
-            read=read,
+            read=valid + rejected,
             rows=valid,
-            rejected=len(reject_rows),
-            quality=quality,
-            reasons=reasons_count,
-            first_rejects=first,
+            rejected=rejected,
+            **quality,
             source_columns=header,
             millis=int((time.monotonic() - started) * 1000),
         )
 
-    def _write_rejects(
+    def _quality(
         self,
         con: duckdb.DuckDBPyConnection,
-        target: Path,
+        rejects: Path,
+        files: Sequence[Path],
         names: Sequence[str],
-        rows: Sequence[tuple[int, list[str], dict[str, Any]]],
-    ) -> None:
-        """rejected.parquet: _line, _reasons and every raw value as text (empty file when none)."""
-        cols = ["_line", "_reasons", *names, "_raw", "_error"]
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _rejects ("
-            + ", ".join(
-                f"{ident(c)} {'BIGINT' if c == '_line' else 'VARCHAR[]' if c == '_reasons' else 'VARCHAR'}"
-                for c in cols
+        valid: int,
+        rejected: int,
+    ) -> dict[str, Any]:
+        """Per-field completeness and validity, reasons counted, the first 20 rejects."""
+        read = valid + rejected
+        src = f"read_parquet({literal(str(rejects))})"
+        nulls = self._null_counts(con, files, names) if files else dict.fromkeys(names, 0)
+        filled_rej: dict[str, int] = dict.fromkeys(names, 0)
+        invalid: dict[str, int] = dict.fromkeys(names, 0)
+        if rejected and names:
+            # A malformed line counts as empty; a field is invalid where a reason names it.
+            names_it = "len(list_filter(_reasons, lambda c: starts_with(c, {}))) > 0"
+            exprs = ", ".join(
+                f"count({ident(n)}) FILTER (WHERE {ident(n)} <> ''), "
+                f"count(*) FILTER (WHERE {names_it.format(literal(n + ':'))})"
+                for n in names
             )
-            + ")"
-        )
-        if rows:
-            # Through an NDJSON file: one bulk read instead of a statement per row.
-            staged = target.with_suffix(".ndjson")
-            with staged.open("w", encoding="utf-8") as out:
-                for line, reasons, vals in rows:
-                    record = {
-                        "_line": line,
-                        "_reasons": reasons,
-                        "_raw": vals.get("_raw"),
-                        "_error": vals.get("_error"),
-                    }
-                    record |= {n: _text(vals.get(n)) for n in names}
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            kinds = {"_line": "BIGINT", "_reasons": "VARCHAR[]"}
-            types = ", ".join(f"{literal(c)}: '{kinds.get(c, 'VARCHAR')}'" for c in cols)
-            con.execute(
-                f"INSERT INTO _rejects SELECT {', '.join(ident(c) for c in cols)} FROM read_json("
-                f"{literal(str(staged))}, format = 'newline_delimited', columns = {{{types}}})"
+            row = con.execute(f"SELECT {exprs} FROM {src}").fetchone() or ()
+            for i, n in enumerate(names):
+                filled_rej[n], invalid[n] = int(row[2 * i]), int(row[2 * i + 1])
+        reasons = {
+            str(code): int(n)
+            for code, n in con.execute(
+                f"SELECT code, count(*) FROM (SELECT unnest(_reasons) AS code FROM {src}) "
+                "GROUP BY code ORDER BY code"
+            ).fetchall()
+        }
+        quality: dict[str, dict[str, float | int]] = {}
+        for n in names:
+            filled = valid - nulls.get(n, 0) + filled_rej[n]
+            quality[n] = {
+                "filled": filled,
+                "invalid": invalid[n],
+                "completeness": round(filled / read, 6) if read else 0.0,
+                "validity": round((read - invalid[n]) / read, 6) if read else 0.0,
+            }
+        first: list[dict[str, Any]] = []
+        cur = con.execute(f"SELECT * FROM {src} ORDER BY _line LIMIT 20")
+        cols = [d[0] for d in cur.description or ()]
+        for rec in cur.fetchall():
+            r = dict(zip(cols, rec, strict=True))
+            reason_list = [str(c) for c in r["_reasons"]]
+            vals = (
+                {"_raw": r["_raw"], "_error": r["_error"]}
+                if "row:malformed" in reason_list
+                else {n: r[n] for n in names}
             )
-            staged.unlink()
-        con.execute(f"COPY _rejects TO {literal(str(target))} (FORMAT parquet)")
+            first.append({"line": int(r["_line"]), "reasons": reason_list, "values": vals})
+        return {"quality": quality, "reasons": reasons, "first_rejects": first}
+
+    def _scalar(self, con: duckdb.DuckDBPyConnection, sql: str) -> int:
+        row = con.execute(sql).fetchone()
+        return int(row[0]) if row else 0
 
     def _count(self, con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
         row = con.execute(f"SELECT count(*) FROM read_parquet({_files_sql(files)})").fetchone()
@@ -1113,10 +1137,6 @@ def detect_delimiter(path: Path) -> str:
     return best if counts[best] else ","
 
 
-def _text(v: Any) -> str | None:
-    return None if v is None else str(v)
-
-
 def _field_type(duck_type: str) -> str:
     t = duck_type.upper()
     if t in (
@@ -1191,10 +1211,10 @@ class _LineMap:
         self.source = source
         self._exact: dict[int, int] | None = None
         expected = records + (1 if source.header else 0)
-        self._simple = _physical_lines(source.path) == expected
+        self.simple = _physical_lines(source.path) == expected
 
     def line(self, record_line: int) -> int:
-        if self._simple:
+        if self.simple:
             return record_line
         if self._exact is None:
             self._exact = self._scan()

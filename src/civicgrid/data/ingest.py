@@ -36,7 +36,15 @@ from civicgrid.core.i18n import gettext
 from civicgrid.core.masking import mask_id_number, mask_name, mask_phone
 from civicgrid.data import service
 from civicgrid.data.engine import ColumnSpec, Engine, LoadResult, Rules, Source
-from civicgrid.data.models import Dataset, DatasetField, DataVersion, FieldType, Sensitivity, VersionState
+from civicgrid.data.models import (
+    Dataset,
+    DatasetField,
+    DatasetState,
+    DataVersion,
+    FieldType,
+    Sensitivity,
+    VersionState,
+)
 
 log = logging.getLogger("civicgrid.data.ingest")
 
@@ -470,10 +478,14 @@ def run_load(
         tracker.estimate = src.estimated_rows
         result = eng.load(src, specs, staging, progress=lambda n: tracker(n), cluster_by=cluster)
         _check_result(result, blocking, field_types)
+        with db.session() as s:
+            _check_active(s, name)  # cheap early exit; the commit below checks again, locked
         published = eng.publish(staging, name, version, previous)
         published_path = published.path
         with db.session() as s:
-            ds = service.get_dataset(s, name)
+            # Locked, so a destruction approved meanwhile either committed first (and is seen
+            # here) or waits for this commit and then destroys this version with the rest.
+            ds = _check_active(s, name, lock=True)
             if ds.current_version_id != base_id:
                 raise Conflict("Another load of {name} finished first; run this one again.", name=name)
             dv = s.get(DataVersion, version_id)
@@ -520,6 +532,14 @@ def run_load(
         eng.discard(staging)
         # Renamed into place but not committed: the pointer never moved; remove the orphan.
         eng.remove_version(published_path or eng.version_path(name, version))
+        if isinstance(exc, Exception) and _destroyed(db, name):
+            # Destroyed while loading: say so (whatever broke first, e.g. the staging folder
+            # removed under the load), and leave no empty folder behind the certificate.
+            with contextlib.suppress(OSError):
+                eng.dataset_dir(name).rmdir()
+            gone = Conflict("Dataset {name} has been destroyed and cannot change.", name=name)
+            _mark_failed(db, actor, version_id, name, gone)
+            raise gone from exc
         err = (
             exc
             if isinstance(exc, AppError)
@@ -535,6 +555,23 @@ def run_load(
             log.exception("load %s v%s failed", name, version)
             raise LoadFailed(err.message, error_code="load_failed", **err.params) from exc
         raise
+
+
+def _check_active(session: Session, name: str, *, lock: bool = False) -> Dataset:
+    """The dataset, still active (a destruction approved during the load → Conflict); `lock`
+    holds its row until the commit (PostgreSQL; SQLite serialises writers anyway)."""
+    stmt = select(Dataset).where(Dataset.name == name)
+    ds = session.scalar(stmt.with_for_update() if lock else stmt)
+    if ds is None or ds.state != DatasetState.active:
+        raise Conflict("Dataset {name} has been destroyed and cannot change.", name=name)
+    return ds
+
+
+def _destroyed(db: Database, name: str) -> bool:
+    with contextlib.suppress(Exception), db.session() as s:
+        state = s.scalar(select(Dataset.state).where(Dataset.name == name))
+        return state is not None and state != DatasetState.active
+    return False
 
 
 def _check_result(result: LoadResult, blocking: Sequence[str], types: Mapping[str, str]) -> None:

@@ -396,6 +396,11 @@ def approve_destruction(
     dataset end and its pending applications are refused — then the files are removed and the
     certificate written (also committed by the caller)."""
     d, ds = _decidable(session, actor, destruction_id)
+    # The dataset's row, locked and re-read: a load publishing a version either committed first
+    # (its version is among the targets) or waits and then finds the dataset destroyed.
+    session.scalar(
+        select(Dataset).where(Dataset.id == ds.id).with_for_update().execution_options(populate_existing=True)
+    )
     running = session.scalar(
         select(DataVersion.version).where(
             DataVersion.dataset_id == ds.id,

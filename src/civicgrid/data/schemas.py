@@ -18,7 +18,8 @@ from civicgrid.data.models import FieldType, Grade, OpenClass, Sensitivity, Shar
 
 class FieldIn(BaseModel):
     """One column of a dataset. `rules`: not_null, regex, min, max, date (a strptime format),
-    id_number, mobile (booleans or values) and blocking (any violation fails the load)."""
+    id_number, mobile (booleans or values), blocking (any violation fails the load) and
+    cluster (each load sorts its rows by the field, so filtered reads on it are fast)."""
 
     name: str = Field(max_length=64)
     title: str = Field(default="", max_length=100)

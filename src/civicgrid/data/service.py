@@ -44,7 +44,10 @@ from civicgrid.regions.models import Region
 P = Permission
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-RULE_KEYS = {"not_null", "regex", "min", "max", "date", "id_number", "mobile", "blocking"}
+#: Per-field rules (engine.Rules checks the values; "blocking" fails a whole load on a break;
+#: "cluster" sorts a load's rows by the field, see ingest.cluster_fields).
+FLAG_RULES = ("not_null", "id_number", "mobile", "blocking", "cluster")
+RULE_KEYS = {*FLAG_RULES, "regex", "min", "max", "date"}
 #: Dataset attributes a metadata change may set (fields go through `fields=`).
 EDITABLE = (
     "title",
@@ -230,10 +233,18 @@ def clean_rules(name: str, ftype: FieldType, rules: Mapping[str, Any] | None) ->
     rules = dict(rules or {})
     unknown = sorted(set(rules) - RULE_KEYS)
     if unknown:
-        raise Invalid("Field {field}: unknown rule {rule}.", field=name, rule=", ".join(unknown))
+        raise Invalid(
+            "Field {field}: unknown rule {rule}. The rules are: {known}.",
+            field=name,
+            rule=", ".join(unknown),
+            known=", ".join(sorted(RULE_KEYS)),
+        )
     out: dict[str, Any] = {}
-    for key in ("not_null", "id_number", "mobile", "blocking"):
-        if rules.get(key):
+    for key in FLAG_RULES:
+        value = rules.get(key)
+        if value not in (None, True, False):  # "yes", "false", 2: say so rather than guess
+            raise Invalid("Field {field}: rule {rule} is true or false.", field=name, rule=key)
+        if value:
             out[key] = True
     if rules.get("regex"):
         reason = engine().check_regex(str(rules["regex"]))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, any_, bindparam, case, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from civicgrid.events.models import Event, State
@@ -206,16 +208,33 @@ def _event_select(session: Session, subject: str) -> Select[Any]:
     return select(*cols).where(Event.state.not_in(EXCLUDED_STATES))
 
 
+def has_subject(kind: str) -> ColumnElement[bool]:
+    """Events with an address (or reporter phone) at all: the others are nobody's repeat (an
+    empty text has no key), and most events have no phone."""
+    column = Event.address if kind == "address" else Event.reporter_phone
+    return column != ""  # NULL is left out too
+
+
 class Subjects:
     """Dense integer keys for subject strings (hashes), stable within one evaluation."""
 
     def __init__(self) -> None:
         self.keys: dict[str, int] = {}
+        self._texts: dict[str, dict[str | None, int]] = {}
 
     def rank(self, key: str | None) -> int:
         if not key:
             return -1
         return self.keys.setdefault(key, len(self.keys))
+
+    def rank_text(self, kind: str, text: str | None) -> int:
+        """The rank of an address or phone as written: each distinct text is normalised and
+        hashed once (a full pass meets hundreds of thousands)."""
+        seen = self._texts.setdefault(kind, {})
+        found = seen.get(text)
+        if found is None:
+            found = seen[text] = self.rank(subject_key(kind, text))
+        return found
 
 
 def normalise_address(text: str | None) -> str:
@@ -274,7 +293,8 @@ def _events_of(rows: Sequence[Any], subject: str = "", subjects: Subjects | None
     )
     if subject:
         subjects = subjects or Subjects()
-        ev.subject = np.fromiter((subjects.rank(subject_key(subject, v)) for v in cols[9]), np.int64, n)
+        rank = subjects.rank_text
+        ev.subject = np.fromiter((rank(subject, v) for v in cols[9]), np.int64, n)
     return ev
 
 
@@ -285,11 +305,17 @@ def load_events(
     subjects: Subjects | None = None,
 ) -> Events:
     """The matching events as arrays (state merged/rejected left out)."""
-    rows = session.execute(event_stmt(session, *where, subject=subject)).all()
+    rows = run(session, event_stmt(session, *where, subject=subject)).all()
     return _events_of(rows, subject, subjects)
 
 
 _PREPARED: dict[tuple[str, str], Any] = {}
+
+
+def run(session: Session, stmt: Any, params: Any = None) -> Any:
+    """Execute on the session's connection: the incremental run's small reads and writes need
+    none of the ORM's per-statement machinery, which costs more than the queries themselves."""
+    return session.connection().execute(stmt, params if params is not None else {})
 
 
 def prepared(session: Session, name: str, build: Any, *args: Any) -> Any:
@@ -316,7 +342,40 @@ def load_new(session: Session, after: int, limit: int) -> list[Any]:
             .limit(bindparam("limit"))
         ),
     )
-    return list(session.execute(stmt, {"after": after, "limit": limit}).all())
+    return list(run(session, stmt, {"after": after, "limit": limit}).all())
+
+
+def lock_and_load(session: Session, cursor_table: Any, name: str, limit: int) -> tuple[int, list[Any]] | None:
+    """PostgreSQL: lock the cursor row (SKIP LOCKED) and read the events after it in one round
+    trip; also makes this transaction's commit asynchronous (see docs/decisions.md: a lost commit
+    loses the cursor move with the warnings, so the events are evaluated again). None when no
+    row came back: another worker holds the cursor, or it does not exist yet."""
+
+    def build() -> Any:
+        c = (
+            select(cursor_table.c.last_id)
+            .where(cursor_table.c.name == bindparam("cursor"))
+            .with_for_update(skip_locked=True)
+            .cte("cur")
+        )
+        ev = (
+            _event_select(session, "new")
+            .add_columns(Event.created_at)
+            .where(Event.id > c.c.last_id)
+            .order_by(Event.id)
+            .limit(bindparam("limit"))
+            .lateral("ev")
+        )
+        return select(
+            *ev.c,
+            c.c.last_id.label("cursor_last"),
+            func.set_config("synchronous_commit", "off", True).label("async_commit"),
+        ).select_from(c.outerjoin(ev, true()))
+
+    got = run(session, prepared(session, "lock_and_load", build), {"cursor": name, "limit": limit}).all()
+    if not got:
+        return None
+    return int(got[0].cursor_last), [r for r in got if r.id is not None]
 
 
 def new_events(rows: Sequence[Any]) -> Events:
@@ -636,6 +695,8 @@ def rule_events(
         where.append(Event.reported_at < until)
     subjects = Subjects()
     subject = spec.key if spec.kind == RuleKind.repeat else ""
+    if subject:
+        where.append(has_subject(subject))
     ev = load_events(session, *where, subject=subject, subjects=subjects)
     if spec.kind == RuleKind.repeat and spec.include_disputes:
         ev = Events.concat([ev, _disputes(session, spec, scope, since, until, subjects)])
@@ -673,19 +734,48 @@ def evaluate_now(
     return findings(ev, hits(spec, ev, anchor))
 
 
-def subject_events(session: Session, key: str, since: datetime, disputes: bool) -> Events:
-    """Every event (and, when asked, dispute) since `since` with its address or party key: one
-    read shared by all repeat rules of that key in the full pass."""
+def subject_events(session: Session, key: str, since: datetime, disputes: bool, least: int = 1) -> Events:
+    """Every event (and, when asked, dispute) since `since` whose address or party occurs at least
+    `least` times there: one read shared by all repeat rules of that key in the full pass. A
+    subject seen fewer times than every rule's trigger cannot fire, so its events are counted
+    from a narrow read (id and text) and only the others are read whole."""
     subjects = Subjects()
-    ev = load_events(session, Event.reported_at >= since, subject=key, subjects=subjects)
-    if not disputes:
-        return ev
-    try:
-        from civicgrid.disputes.models import Dispute
-    except ImportError:
-        return ev
-    parts = dispute_parts(session, Dispute.registered_at >= since, subject=key, subjects=subjects)
-    return Events.concat([ev, parts])
+    parts = empty_events()
+    if disputes:
+        try:
+            from civicgrid.disputes.models import Dispute
+        except ImportError:
+            pass
+        else:
+            parts = dispute_parts(session, Dispute.registered_at >= since, subject=key, subjects=subjects)
+    scan = run(
+        session, prepared(session, f"subject_scan:{key}", _subject_scan_stmt, key), {"since": since}
+    ).all()
+    n = len(scan)
+    rank_text = subjects.rank_text
+    ids = np.fromiter((r[0] for r in scan), np.int64, n)
+    ranks = np.fromiter((rank_text(key, r[1]) for r in scan), np.int64, n)
+    known = np.concatenate([ranks, parts.subject])
+    counts = np.bincount(known[known >= 0], minlength=len(subjects.keys) + 1)
+    keep = (ranks >= 0) & (counts[np.maximum(ranks, 0)] >= least)
+    wanted, wanted_ranks = ids[keep], ranks[keep]
+    rows: list[Any] = []
+    stmt = prepared(
+        session, "by_ids", lambda: event_stmt(session, Event.id.in_(bindparam("ids", expanding=True)))
+    )
+    for start in range(0, len(wanted), 1000):
+        rows += run(session, stmt, {"ids": wanted[start : start + 1000].tolist()}).all()
+    ev = _events_of(rows)
+    order = np.argsort(wanted, kind="stable")
+    ev.subject = wanted_ranks[order][np.searchsorted(wanted[order], ev.id)] if len(ev) else ev.subject
+    return Events.concat([ev, parts]) if len(parts) else ev
+
+
+def _subject_scan_stmt(kind: str) -> Any:
+    column = Event.address if kind == "address" else Event.reporter_phone
+    return select(Event.id, column).where(
+        Event.reported_at >= bindparam("since"), Event.state.not_in(EXCLUDED_STATES), has_subject(kind)
+    )
 
 
 def dry_run(session: Session, spec: Spec, scope: Scope, start: datetime, end: datetime) -> list[Finding]:
@@ -707,9 +797,31 @@ class Watch:
     scope: Scope
 
 
+class RuleIndex:
+    """Active rules by the event categories they watch, so a new event is checked only against
+    the rules that could match it (a rule without categories watches every event)."""
+
+    def __init__(self, watches: Sequence[Watch]) -> None:
+        self.watches = list(watches)
+        self.position = {w.key: i for i, w in enumerate(self.watches)}
+        self.any_category = [w for w in self.watches if w.spec.category_ids is None]
+        self.by_category: dict[int, list[Watch]] = {}
+        for w in self.watches:
+            for c in w.spec.category_ids or ():
+                self.by_category.setdefault(c, []).append(w)
+
+    def candidates(self, categories: Iterable[int]) -> list[Watch]:
+        """The rules watching any of `categories`, in the order they were given."""
+        found = {w.key: w for w in self.any_category}
+        for c in categories:
+            for w in self.by_category.get(int(c), ()):
+                found[w.key] = w
+        return sorted(found.values(), key=lambda w: self.position[w.key])
+
+
 def incremental(
     session: Session,
-    watches: Sequence[Watch],
+    watches: Sequence[Watch] | RuleIndex,
     new: Events,
     now: datetime,
     subject_keys: dict[tuple[int, int], dict[str, str]] | None = None,
@@ -721,6 +833,8 @@ def incremental(
     index. `subject_keys` maps (source, id) of each new row to its {"address": key, "party": key}."""
     now_s = to_unix(now)
     out: dict[Any, list[Finding]] = {}
+    if isinstance(watches, RuleIndex):
+        watches = watches.candidates(np.unique(new.category[new.src == EVENT]).tolist())
     relevant: list[tuple[Watch, I64]] = []
     for w in watches:
         live = new.t + w.spec.reach_s > now_s - w.spec.horizon_s  # older events change nothing live
@@ -737,6 +851,13 @@ def incremental(
     if repeats:
         _repeats(session, repeats, new, now_s, subject_keys or {}, out)
     return out
+
+
+def least(spec: Spec) -> int:
+    """The fewest events a window needs to reach the rule's lowest level (a trend its minimum
+    count): fewer candidates than this cannot fire, whatever their times and places."""
+    need = spec.min_count if spec.kind == RuleKind.trend else spec.trigger
+    return max(math.ceil(need), 1) if math.isfinite(need) else 1 << 62
 
 
 def _anchor_mask(ev: Events, starts: I64, reach: int, now_s: int, horizon: int) -> BOOL:
@@ -766,22 +887,115 @@ def _category_ids(watches: Iterable[Watch]) -> list[int] | None:
     return sorted(cats)
 
 
+def one_of(dialect: str, column: Any, name: str) -> ColumnElement[bool]:
+    """`column IN (:name…)`; on PostgreSQL `= ANY(:name)`, one statement text whatever the list's
+    length, so the driver prepares it once and the server plans it once."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Integer)))
+    result: ColumnElement[bool] = column.in_(bindparam(name, expanding=True))
+    return result
+
+
 def _unit_stmt(session: Session, level: str, cats: list[int] | None, count: bool) -> Any:
     """The candidates of a township (or a county's townships) in a time range, as a count or rows."""
+    dialect = session.get_bind().dialect.name
     where = [
-        Event.township_id.in_(bindparam("towns", expanding=True))
+        one_of(dialect, Event.township_id, "towns")
         if level == "county"
         else Event.township_id == bindparam("town"),
         Event.reported_at > bindparam("lo"),
         Event.reported_at < bindparam("hi"),
     ]
     if cats is not None:
-        where.append(Event.category_id.in_(bindparam("cats", expanding=True)))
+        where.append(one_of(dialect, Event.category_id, "cats"))
     if count:
         return select(func.count()).select_from(Event).where(Event.state.not_in(EXCLUDED_STATES), *where)
     if level == "county":
         where.append(Event.county_id == bindparam("county"))
     return event_stmt(session, *where)
+
+
+def _bound_stmt(dialect: str, level: str, shapes: tuple[tuple[bool, str], ...]) -> Any:
+    """Per member rule, how many of its events lie anywhere in its candidate range (an upper bound
+    of every window it could count): one scan of the unit's covering index range for all rules.
+    `shapes`: per rule (has categories, region column the rule counts per)."""
+    cases = []
+    for i, (has_cats, per) in enumerate(shapes):
+        cond = [Event.reported_at > bindparam(f"lo{i}"), Event.reported_at < bindparam(f"hi{i}")]
+        if has_cats:
+            cond.append(one_of(dialect, Event.category_id, f"cats{i}"))
+        if per in ("village", "grid"):
+            cond.append(one_of(dialect, getattr(Event, f"{per}_id"), f"regions{i}"))
+        cases.append(func.coalesce(func.sum(case((and_(*cond), 1), else_=0)), 0))
+    where = [
+        one_of(dialect, Event.township_id, "towns")
+        if level == "county"
+        else Event.township_id == bindparam("town"),
+        Event.reported_at > bindparam("lo"),
+        Event.reported_at < bindparam("hi"),
+        Event.state.not_in(EXCLUDED_STATES),
+    ]
+    return select(*cases).select_from(Event).where(*where)
+
+
+BOUND_RULES = 4  # up to this many rules in a unit get a count each; more (a batch) share one
+
+
+def _bounds(
+    session: Session,
+    level: str,
+    unit_params: dict[str, Any],
+    members: list[tuple[Watch, I64]],
+    ranges: list[tuple[int, int]],
+    new: Events,
+) -> list[int]:
+    """Per member rule, an upper bound of any window it could count, from the covering index
+    alone (no event row is read): a rule whose bound stays below its lowest trigger cannot fire.
+    A few rules (a new event's usual case) get their own count (their categories, the regions they
+    count per, their range) from one statement; many rules (a batch) share one count over all
+    their categories and the widest range, as the statement for every combination would have to be
+    compiled anew."""
+    dialect = session.get_bind().dialect.name
+    if len(members) > BOUND_RULES:
+        cats = _category_ids(w for w, _r in members)
+        params = {
+            **unit_params,
+            "lo": from_unix(min(lo for lo, _hi in ranges)),
+            "hi": from_unix(max(hi for _lo, hi in ranges) + 1),
+        }
+        if cats is not None:
+            params["cats"] = cats
+        shape = f"{level}:{'cats' if cats is not None else 'all'}"
+        total = int(
+            run(
+                session, prepared(session, f"count:{shape}", _unit_stmt, session, level, cats, True), params
+            ).scalar()
+            or 0
+        )
+        return [total] * len(members)
+    # Slots in a canonical order, so each combination of shapes is one statement.
+    shape_of = [
+        (w.spec.category_ids is not None, str(w.spec.per or RegionLevel.township)) for w, _rows in members
+    ]
+    order = sorted(range(len(members)), key=lambda i: shape_of[i])
+    params = dict(unit_params)
+    for slot, i in enumerate(order):
+        (w, rows), (lo, hi) = members[i], ranges[i]
+        params[f"lo{slot}"], params[f"hi{slot}"] = from_unix(lo), from_unix(hi + 1)
+        if w.spec.category_ids is not None:
+            params[f"cats{slot}"] = sorted(w.spec.category_ids)
+        per = shape_of[i][1]
+        if per in ("village", "grid"):
+            params[f"regions{slot}"] = np.unique(new.column(per)[rows]).tolist()
+    params["lo"] = from_unix(min(lo for lo, _hi in ranges))
+    params["hi"] = from_unix(max(hi for _lo, hi in ranges) + 1)
+    shapes = tuple(shape_of[i] for i in order)
+    key = f"bound:{level}:" + ",".join(f"{int(c)}{p}" for c, p in shapes)
+    row = run(session, prepared(session, key, _bound_stmt, dialect, level, shapes), params).one()
+    out = [0] * len(members)
+    for slot, i in enumerate(order):
+        out[i] = int(row[slot] or 0)
+    return out
 
 
 def _regions(
@@ -797,34 +1011,41 @@ def _regions(
         for unit in np.unique(col[rows]):
             units.setdefault((level, int(unit)), []).append((w, rows[col[rows] == unit]))
     for (level, unit), members in units.items():
-        lo = min(int(new.t[r].min()) - w.spec.lookback_s for w, r in members)
-        hi = max(int(new.t[r].max()) + w.spec.reach_s for w, r in members)
-        cats = _category_ids(w for w, _r in members)
-        params: dict[str, Any] = {"lo": from_unix(lo), "hi": from_unix(hi + 1)}
+        unit_params: dict[str, Any] = {}
         if level == "county":
-            params["towns"] = county_towns.get(unit, []) or [-1]
-            params["county"] = unit
+            unit_params["towns"] = county_towns.get(unit, []) or [-1]
         else:
-            params["town"] = unit
+            unit_params["town"] = unit
+        ranges = [
+            (int(new.t[rows].min()) - w.spec.lookback_s, int(new.t[rows].max()) + w.spec.reach_s)
+            for w, rows in members
+        ]
+        counts = _bounds(session, level, unit_params, members, ranges, new)
+        live = [(m, r) for m, r, n in zip(members, ranges, counts, strict=True) if n >= least(m[0].spec)]
+        if not live:
+            continue
+        members = [m for m, _r in live]
+        cats = _category_ids(w for w, _r in members)
+        params: dict[str, Any] = {
+            **unit_params,
+            "lo": from_unix(min(r[0] for _m, r in live)),
+            "hi": from_unix(max(r[1] for _m, r in live) + 1),
+        }
+        if level == "county":
+            params["county"] = unit
         if cats is not None:
             params["cats"] = cats
         shape = f"{level}:{'cats' if cats is not None else 'all'}"
-        # A count from the covering index first: when even all candidates together stay below
-        # every member rule's smallest trigger, no window can fire and no row is read.
-        need = min(w.spec.min_count if w.spec.kind == RuleKind.trend else w.spec.trigger for w, _r in members)
-        count_params = {k: v for k, v in params.items() if k != "county"}
-        total = session.scalar(
-            prepared(session, f"count:{shape}", _unit_stmt, session, level, cats, True), count_params
-        )
-        if (total or 0) < need:
-            continue
-        candidates = session.execute(
-            prepared(session, f"load:{shape}", _unit_stmt, session, level, cats, False), params
+        candidates = run(
+            session, prepared(session, f"load:{shape}", _unit_stmt, session, level, cats, False), params
         ).all()
         ev = _events_of(candidates)
         for w, rows in members:
             spec = w.spec
-            mine = ev.take(rule_mask(spec, w.scope, ev))
+            keep = rule_mask(spec, w.scope, ev)
+            if int(keep.sum()) < least(spec):
+                continue
+            mine = ev.take(keep)
             per = spec.per or RegionLevel.township
             regions = new.column(per)[rows]
             for region in np.unique(regions):
@@ -835,16 +1056,17 @@ def _regions(
 
 
 def _near_stmt(session: Session, cats: list[int] | None) -> Any:
+    dialect = session.get_bind().dialect.name
     where = [
-        Event.township_id.in_(bindparam("towns", expanding=True)),
-        Event.grid_id.in_(bindparam("grids", expanding=True)),
+        one_of(dialect, Event.township_id, "towns"),
+        one_of(dialect, Event.grid_id, "grids"),
         Event.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
         Event.lon.between(bindparam("lon_lo"), bindparam("lon_hi")),
         Event.reported_at > bindparam("lo"),
         Event.reported_at < bindparam("hi"),
     ]
     if cats is not None:
-        where.append(Event.category_id.in_(bindparam("cats", expanding=True)))
+        where.append(one_of(dialect, Event.category_id, "cats"))
     return event_stmt(session, *where)
 
 
@@ -882,10 +1104,13 @@ def _clusters(
         if cats is not None:
             params["cats"] = cats
         name = f"near:{'cats' if cats is not None else 'all'}"
-        ev = _events_of(session.execute(prepared(session, name, _near_stmt, session, cats), params).all())
+        ev = _events_of(run(session, prepared(session, name, _near_stmt, session, cats), params).all())
         for w in watches:
             spec = w.spec
-            mine = ev.take(rule_mask(spec, w.scope, ev))
+            keep = rule_mask(spec, w.scope, ev)
+            if int(keep.sum()) < least(spec):
+                continue
+            mine = ev.take(keep)
             dist = haversine(np.full(len(mine), lon), np.full(len(mine), lat), mine.lon, mine.lat)
             anchor = (dist <= spec.radius_m) & (mine.t >= t) & (mine.t < t + spec.window_s)
             anchor &= mine.t > now_s - spec.horizon_s
@@ -933,7 +1158,8 @@ def _repeats(
             continue
         t = int(new.t[i])
         window = max(w.spec.window_s for w in watches)
-        linked = session.execute(
+        linked = run(
+            session,
             prepared(session, f"subject:{kind}", _subject_stmt, session, kind),
             {"kind": kind, "key": key, "lo": from_unix(t - window - 1), "hi": from_unix(t + window + 1)},
         ).all()
@@ -951,6 +1177,8 @@ def _repeats(
             keep = rule_mask(spec, w.scope, ev)
             if not spec.include_disputes:
                 keep &= ev.src == EVENT
+            if int(keep.sum()) < least(spec):
+                continue
             mine = ev.take(keep)
             anchor = (mine.t >= t) & (mine.t < t + spec.window_s) & (mine.t > now_s - spec.horizon_s)
             out.setdefault(w.key, []).extend(findings(mine, hits(spec, mine, anchor)))

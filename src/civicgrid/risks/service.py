@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -1495,6 +1495,35 @@ def active_rules(session: Session, kinds: Iterable[str] = EVENT_KINDS) -> list[A
     return out
 
 
+def _cursor_table() -> Table:
+    from civicgrid.risks.models import Cursor
+
+    return cast(Table, Cursor.__table__)
+
+
+def _cursor_lock_stmt(dialect: str) -> Any:
+    table = _cursor_table()
+    if dialect == "sqlite":
+        return (
+            update(table)
+            .where(table.c.name == bindparam("cursor"))
+            .values(updated_at=table.c.updated_at)
+            .returning(table.c.last_id)
+        )
+    return (
+        select(table.c.last_id).where(table.c.name == bindparam("cursor")).with_for_update(skip_locked=True)
+    )
+
+
+def _cursor_move_stmt() -> Any:
+    table = _cursor_table()
+    return (
+        update(table)
+        .where(table.c.name == bindparam("cursor"))
+        .values(last_id=bindparam("last_id"), updated_at=bindparam("at"))
+    )
+
+
 def _lock_cursor(session: Session, name: str) -> int | None:
     """Lock the stream's cursor row for this transaction and return its position; None when
     another worker holds it (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the UPDATE takes the
@@ -1504,29 +1533,8 @@ def _lock_cursor(session: Session, name: str) -> int | None:
 
     dialect = session.get_bind().dialect.name
     for attempt in range(2):
-        if dialect == "sqlite":
-            stmt = evaluate.prepared(
-                session,
-                "cursor_lock",
-                lambda: (
-                    update(Cursor)
-                    .where(Cursor.name == bindparam("cursor"))
-                    .values(updated_at=Cursor.updated_at)
-                    .returning(Cursor.last_id)
-                    .execution_options(synchronize_session=False)
-                ),
-            )
-        else:
-            stmt = evaluate.prepared(
-                session,
-                "cursor_lock",
-                lambda: (
-                    select(Cursor.last_id)
-                    .where(Cursor.name == bindparam("cursor"))
-                    .with_for_update(skip_locked=True)
-                ),
-            )
-        last = session.scalar(stmt, {"cursor": name})
+        stmt = evaluate.prepared(session, "cursor_lock", _cursor_lock_stmt, dialect)
+        last = evaluate.run(session, stmt, {"cursor": name}).scalar()
         if last is not None:
             return int(last)
         if attempt or (
@@ -1540,6 +1548,20 @@ def _lock_cursor(session: Session, name: str) -> int | None:
             )
         )
     return None
+
+
+def _lock_and_load(session: Session, batch: int) -> tuple[int, list[Any]] | None:
+    """Lock the events cursor and read the batch after it; None when another worker holds it."""
+    from civicgrid.risks import evaluate
+
+    if session.get_bind().dialect.name == "postgresql":
+        got = evaluate.lock_and_load(session, _cursor_table(), "events", batch)
+        if got is not None:
+            return got
+    last = _lock_cursor(session, "events")  # also tells a held cursor from a missing one
+    if last is None:
+        return None
+    return last, evaluate.load_new(session, last, batch)
 
 
 def _contiguous(rows: Sequence[Any], last: int, now: datetime) -> list[int]:
@@ -1652,7 +1674,7 @@ def _index_subjects(session: Session, rows: Sequence[Any]) -> dict[tuple[str, in
                 )
         keys[("event", int(r.id))] = mine
     if values:
-        session.execute(evaluate.prepared(session, "subject_insert", _subject_insert, session), values)
+        evaluate.run(session, evaluate.prepared(session, "subject_insert", _subject_insert, session), values)
     return keys
 
 
@@ -1733,30 +1755,20 @@ def evaluate_new(
     safe (the cursor moves in the same transaction as the warnings), idempotent, and one worker at
     a time per stream (the cursor row is locked FOR UPDATE SKIP LOCKED on PostgreSQL)."""
     from civicgrid.risks import evaluate
-    from civicgrid.risks.models import Cursor
 
     stats: dict[str, int] = {}
     for _ in range(max_batches):
         at = now or utcnow()
-        last = _lock_cursor(session, "events")
-        if last is None:
+        fetched = _lock_and_load(session, batch)
+        if fetched is None:
             stats["busy"] = 1
             break
-        rows = evaluate.load_new(session, last, batch)
+        last, rows = fetched
         ids = _contiguous(rows, last, at)
         if ids:
             evaluate_events(session, rows[: len(ids)], at, stats)
-            move = evaluate.prepared(
-                session,
-                "cursor_move",
-                lambda: (
-                    update(Cursor)
-                    .where(Cursor.name == "events")
-                    .values(last_id=bindparam("last_id"), updated_at=bindparam("at"))
-                    .execution_options(synchronize_session=False)
-                ),
-            )
-            session.execute(move, {"last_id": ids[-1], "at": at})
+            move = evaluate.prepared(session, "cursor_move", _cursor_move_stmt)
+            evaluate.run(session, move, {"cursor": "events", "last_id": ids[-1], "at": at})
         session.commit()
         if len(ids) < batch:
             break
@@ -1790,7 +1802,9 @@ def full_pass(session: Session, now: datetime | None = None) -> dict[str, int]:
         if not repeats:
             continue
         since = now - timedelta(seconds=max(a.spec.horizon_s + a.spec.lookback_s for a in repeats))
-        shared = evaluate.subject_events(session, key, since, any(a.spec.include_disputes for a in repeats))
+        least = min(evaluate.least(a.spec) for a in repeats)
+        disputes = any(a.spec.include_disputes for a in repeats)
+        shared = evaluate.subject_events(session, key, since, disputes, least)
         stats["events_read"] = stats.get("events_read", 0) + len(shared)
         for a in repeats:
             found = evaluate.evaluate_now(session, a.spec, a.scope, now, shared)
