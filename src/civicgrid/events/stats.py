@@ -29,7 +29,7 @@ from civicgrid.core.errors import Invalid, PermissionDenied
 from civicgrid.core.i18n import gettext
 from civicgrid.core.vocab import PLATFORM_LABELS, Platform
 from civicgrid.events import rollups
-from civicgrid.events.models import Category, Event, State
+from civicgrid.events.models import NOT_DONE_PREDICATE, Category, Event, State
 from civicgrid.regions import service as regions
 from civicgrid.regions.models import Region, RegionLevel
 
@@ -39,7 +39,7 @@ MAX_DAYS = 3 * 366 + 1
 MAX_BUCKETS = 400
 
 FINISHED = (State.closed, State.rated, State.archived)
-NOT_DONE = (State.dispatched, State.handling)  # handling not finished yet
+NOT_DONE = (State.dispatched, State.handling)  # handling not finished yet (NOT_DONE_PREDICATE in SQL)
 OPEN = rollups.OPEN_STATES  # not finished, and not refused or merged away
 R = rollups.TABLE.c
 
@@ -428,9 +428,7 @@ def summary(
     counts["due_open"] = _due_open(session, win, scope, f, now).get((), 0)
     metrics = rates(counts)
     overdue = session.scalar(
-        select(func.count()).where(
-            rollups.open_events(), *_where(scope, f), Event.state.in_(NOT_DONE), Event.handle_due_at < now
-        )
+        select(func.count()).where(_not_done(), *_where(scope, f), Event.handle_due_at < now)
     )
     metrics["overdue_open"] = int(overdue or 0)
     month = window(now=now)
@@ -444,6 +442,13 @@ def summary(
         "this_month": this_month,
         "definitions": definitions([*COHORT_KEYS, "overdue_open", *flow_keys]),
     }
+
+
+def _not_done() -> Any:
+    """Events still being handled (NOT_DONE), written as `ix_event_not_done_due`'s predicate so
+    that both databases read that small index: combined with the open-events predicate,
+    PostgreSQL misjudged the rows and read 80,000 events of the state index (0.2 s at 10 M)."""
+    return text(NOT_DONE_PREDICATE)
 
 
 FLOW_FACTS = {"reported_flow": "r", "accepted_flow": "a", "closed_flow": "c", "overdue_flow": "l"}
@@ -468,9 +473,8 @@ def _flows(
     due = Event.handle_due_at
     row = session.execute(
         select(func.count(), _count_if(due >= day_start)).where(
-            rollups.open_events(),
+            _not_done(),
             *_where(scope, f),
-            Event.state.in_(NOT_DONE),
             due >= month.start,
             due < min(month.end, now),
             or_(Event.handled_at.is_(None), Event.handled_at <= due),
