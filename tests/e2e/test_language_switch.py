@@ -18,8 +18,16 @@ def test_switch_to_english_keeps_the_page(page, server, tmp_path):
     assert page.locator("html").get_attribute("lang") == "en"
     assert "Grid map" in page.locator("nav.mainnav").inner_text()
     page.wait_for_selector("#grid-map[data-ready]")
-    page.locator("path.grid-path").first.click()
-    page.locator("#region-panel .region-panel").wait_for()
+    # A click that lands while Leaflet still animates the first zoom is dropped, as for a person,
+    # who would click again: on a loaded machine the test does the same (at most three times).
+    for attempt in range(3):
+        page.locator("path.grid-path").first.click()
+        try:
+            page.locator("#region-panel .region-panel").wait_for(timeout=8000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     assert "Grid workers" in page.locator("#region-panel").inner_text()
     page.screenshot(path=str(tmp_path / "map-en.png"), full_page=True)
     page.goto(server.url + "/")  # the choice is remembered
