@@ -90,3 +90,22 @@ def write_section(doc: Path, marker: str, text: str, title: str = "# Benchmarks\
     else:
         existing = existing.rstrip() + "\n\n" + block + "\n"
     doc.write_text(existing, encoding="utf-8")
+
+
+def fresh_database(url: str, *, template: str = "") -> None:
+    """Make `url` an empty database (PostgreSQL: dropped and created again, as a copy of the
+    database `template` when given; SQLite: the file removed)."""
+    if not url.startswith("postgresql"):
+        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
+                          isolation_level="AUTOCOMMIT")  # fmt: skip
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{u.database}"{copy}'))
+    admin.dispose()

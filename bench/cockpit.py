@@ -25,11 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine_info, median, write_section
+from _common import ROOT, fresh_database, machine_info, median, write_section
 
 from civicgrid.accounts import service as accounts
 from civicgrid.cockpit import service as cockpit
@@ -48,22 +48,11 @@ GOAL_PANEL_MS = 200
 GOAL_PAGE_MS = 1000
 
 
-def _fresh_pg(url: str) -> None:
-    u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
-                          isolation_level="AUTOCOMMIT")  # fmt: skip
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-        c.execute(text(f'CREATE DATABASE "{u.database}"'))
-    admin.dispose()
-
-
 def prepare(url: str, count: int, *, days: int = 365, demo_events: int = 0) -> float:
     """A fresh database: the demo jurisdiction and `count` events (or the `make run` demo with
     `demo_events`), rollups rebuilt. Returns the seconds it took."""
     started = time.perf_counter()
-    if url.startswith("postgresql"):
-        _fresh_pg(url)
+    fresh_database(url)
     upgrade(url)
     db = Database(url)
     with db.session() as s:
@@ -95,14 +84,7 @@ def replicate(src: str, dst: str, factor: int) -> float:
     Timelines are not copied (no panel reads them). A 10,000,000-event database in about half an
     hour and half the disk of generating it. Returns the seconds it took."""
     started = time.perf_counter()
-    u = make_url(dst.replace("postgresql://", "postgresql+psycopg://", 1))
-    s_db = make_url(src.replace("postgresql://", "postgresql+psycopg://", 1)).database
-    admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
-                          isolation_level="AUTOCOMMIT")  # fmt: skip
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-        c.execute(text(f'CREATE DATABASE "{u.database}" TEMPLATE "{s_db}"'))
-    admin.dispose()
+    fresh_database(dst, template=str(make_url(src).database))
     db = Database(dst)
     with db.engine.begin() as c:
         base = int(c.scalar(text("SELECT max(id) FROM event")) or 0)

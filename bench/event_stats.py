@@ -19,6 +19,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,8 +28,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fresh_database
 
 from civicgrid.accounts import service as accounts
 from civicgrid.core.db import Database, utcnow
@@ -52,16 +55,7 @@ def cpu_model() -> str:
 def prepare(url: str, count: int) -> float:
     """A fresh database with the demo jurisdiction and `count` events; returns the seconds the
     generation took (including its commit)."""
-    if url.startswith("postgresql"):
-        u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
-                              isolation_level="AUTOCOMMIT")  # fmt: skip
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-            c.execute(text(f'CREATE DATABASE "{u.database}"'))
-        admin.dispose()
-    else:
-        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    fresh_database(url)
     upgrade(url)
     db = Database(url)
     with db.session() as s:
@@ -208,8 +202,6 @@ def write_cost(url: str, rounds: int) -> str:
     steps (accept, dispatch), with the rollup listeners on and off in alternating batches of the
     same process on a fresh copy of the test world; CPU ms per event (this process and its
     database backend) and wall ms, medians over the batches."""
-    import sys
-
     from sqlalchemy import event as sa_event
     from sqlalchemy.orm import Session
 
@@ -219,16 +211,7 @@ def write_cost(url: str, rounds: int) -> str:
     from civicgrid.events import actions, service
     from civicgrid.events.models import Channel
 
-    if url.startswith("postgresql"):
-        u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        admin = create_engine(u.set(database="postgres").render_as_string(hide_password=False),
-                              isolation_level="AUTOCOMMIT")  # fmt: skip
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-            c.execute(text(f'CREATE DATABASE "{u.database}"'))
-        admin.dispose()
-    else:
-        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    fresh_database(url)
     upgrade(url)
     db = Database(url)
     with db.session() as s:

@@ -27,11 +27,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine_info, median, percentile
+from _common import ROOT, fresh_database, machine_info, median, percentile
 
 from civicgrid.accounts import service as accounts
 from civicgrid.accounts.models import Membership, Org, OrgKind, User
@@ -58,17 +57,7 @@ DOC = ROOT / "docs" / "benchmarks-risks.md"
 
 
 def prepare(url: str, count: int) -> None:
-    if url.startswith("postgresql"):
-        u = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        admin = create_engine(
-            u.set(database="postgres").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-            c.execute(text(f'CREATE DATABASE "{u.database}"'))
-        admin.dispose()
-    else:
-        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    fresh_database(url)
     upgrade(url)
     db = Database(url)
     with db.session() as s:
