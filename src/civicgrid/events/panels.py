@@ -371,7 +371,7 @@ LIST_WIDE = ["title", "category", "due"]  # columns the big screen leaves out
 
 def overdue_query(session: Session, ctx: Context) -> PanelData:
     now = ctx.now or utcnow()
-    base = _list_stmt(session, ctx).where(Event.state.in_(stats.NOT_DONE), Event.handle_due_at < now)
+    base = _list_stmt(session, ctx).where(stats.not_done(), Event.handle_due_at < now)
     total = _summary(session, ctx)["metrics"]["overdue_open"]
     return PanelData(
         [Column(k, _(label)) for k, label in LIST_COLUMNS],
@@ -383,7 +383,7 @@ def overdue_query(session: Session, ctx: Context) -> PanelData:
 def due_soon_query(session: Session, ctx: Context) -> PanelData:
     now = ctx.now or utcnow()
     base = _list_stmt(session, ctx).where(
-        Event.state.in_(stats.NOT_DONE),
+        stats.not_done(),
         Event.handle_due_at >= now,
         Event.handle_due_at < now + timedelta(hours=DUE_SOON_HOURS),
     )
