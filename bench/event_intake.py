@@ -556,8 +556,8 @@ def profile_in_process(url: str, bodies: list[dict[str, Any]], username: str) ->
             a = accounts.actor_for_api_token(s, raw)
             assert a is not None
             intake = events.receive_event(
-                s, a, channel=Channel.api, category_code=body["category"], lon=body["lon"],
-                lat=body["lat"], description=body["description"],
+                s, events.Report(a, channel=Channel.api, category_code=body["category"], lon=body["lon"],
+                lat=body["lat"], description=body["description"]),
             )  # fmt: skip
             api.intake_detail(s, a, intake).model_dump_json()
 

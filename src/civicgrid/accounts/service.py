@@ -404,27 +404,36 @@ def revoke_api_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
 
 
 def actor_for_api_token(session: Session, token: str) -> Actor | None:
-    """The actor behind a bearer token, read fresh on every request (so revocation, expiry,
-    deactivation and role changes apply at once) in one query: token, user, the token's
-    membership, its org and the org's region, all left in the identity map for the route."""
+    """The actor behind a bearer token (None for an unknown, revoked or expired one)."""
+    return actors_for_api_tokens(session, [token]).get(token)
+
+
+def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, Actor]:
+    """The actors behind bearer tokens, read fresh on every request (so revocation, expiry,
+    deactivation and role changes apply at once) in one query for all of them: token, user,
+    the token's membership, its org and the org's region, all left in the identity map for
+    the route. Tokens that are unknown, revoked or expired are missing from the result."""
+    hashes = {token_hash(t): t for t in tokens}
+    if not hashes:
+        return {}
     found = session.execute(
         select(ApiToken, User, Membership, Org, regions.Region)
         .join(User, User.id == ApiToken.user_id)
         .join(Membership, (Membership.id == ApiToken.membership_id) & (Membership.user_id == User.id))
         .join(Org, Org.id == Membership.org_id)
         .join(regions.Region, regions.Region.id == Org.region_id)
-        .where(ApiToken.token_hash == token_hash(token))
-    ).one_or_none()
+        .where(ApiToken.token_hash.in_(list(hashes)))
+    ).all()
     now = utcnow()
-    if found is None:
-        return None
-    row, user, membership, _org, _region = found
-    if row.revoked_at is not None or row.expires_at <= now or not user.active:
-        return None
-    # Touch at most every five minutes so reads do not turn into writes (and row locks) on every call.
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
-        row.last_used_at = now
-    return _actor(session, user, membership, "token")
+    out: dict[str, Actor] = {}
+    for row, user, membership, _org, _region in found:
+        if row.revoked_at is not None or row.expires_at <= now or not user.active:
+            continue
+        # Touch at most every five minutes so reads do not turn into writes (and row locks) on every call.
+        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
+            row.last_used_at = now
+        out[hashes[row.token_hash]] = _actor(session, user, membership, "token")
+    return out
 
 
 def purge_expired(session: Session) -> int:

@@ -79,6 +79,19 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[st
     return {k: [b.get(k), a.get(k)] for k in sorted(set(a) | set(b)) if b.get(k) != a.get(k)}
 
 
+@dataclass
+class Entry:
+    """One record to append: who did what to which target, and what changed."""
+
+    actor: Actor
+    action: str
+    target_type: str
+    target_id: Any
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+
+
 def record(
     session: Session,
     actor: Actor,
@@ -90,6 +103,15 @@ def record(
     extra: dict[str, Any] | None = None,
 ) -> AuditRecord:
     """Append one record in the caller's transaction (it commits or rolls back with the write)."""
+    return record_many(session, [Entry(actor, action, target_type, target_id, before, after, extra)])[0]
+
+
+def record_many(session: Session, entries: list[Entry]) -> list[AuditRecord]:
+    """Append records in order, linked one to the next, in one INSERT (a batch of reports
+    takes the chain's lock and reads its head once). The records are not in the session and
+    carry no id."""
+    if not entries:
+        return []
     session.flush()  # take the write lock (SQLite) before reading the chain's head
     conn = session.connection()
     chain = _lock_chain(session) if conn.dialect.name == "postgresql" else 0
@@ -101,30 +123,31 @@ def record(
         ).scalar()
         or GENESIS
     )
-    changes: dict[str, Any] = diff(before, after)
-    if extra:
-        changes["_"] = mask_record(extra)
-    rec = AuditRecord(
-        chain=chain,
-        at=utcnow(),
-        actor_user_id=actor.user_id or None,
-        actor=actor.username,
-        org_id=actor.org_id or None,
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        diff=json.dumps(changes, ensure_ascii=False, sort_keys=True, default=str),
-        prev_hash=prev,
-    )
-    rec.hash = _digest(rec)
-    # A Core insert on the session's connection, not a flush: the unit of work (and every
-    # flush listener) would cost more than the row. The returned record is not in the session.
-    rec.id = conn.execute(
-        insert(table)
-        .values({c.key: getattr(rec, c.key) for c in table.columns if c.key != "id"})
-        .returning(table.c.id)
-    ).scalar_one()
-    return rec
+    records = []
+    for e in entries:
+        changes: dict[str, Any] = diff(e.before, e.after)
+        if e.extra:
+            changes["_"] = mask_record(e.extra)
+        rec = AuditRecord(
+            chain=chain,
+            at=utcnow(),
+            actor_user_id=e.actor.user_id or None,
+            actor=e.actor.username,
+            org_id=e.actor.org_id or None,
+            action=e.action,
+            target_type=e.target_type,
+            target_id=str(e.target_id),
+            diff=json.dumps(changes, ensure_ascii=False, sort_keys=True, default=str),
+            prev_hash=prev,
+        )
+        rec.hash = prev = _digest(rec)
+        records.append(rec)
+    # A Core executemany on the session's connection, not a flush: the unit of work (and every
+    # flush listener) would cost more than the rows. Rows are inserted in order, so ids grow
+    # along the chain as `verify` expects.
+    columns = [c.key for c in table.columns if c.key != "id"]
+    conn.execute(insert(table), [{k: getattr(rec, k) for k in columns} for rec in records])
+    return records
 
 
 _CHAIN = "civicgrid.audit.chain"

@@ -7,14 +7,15 @@ bearer token), checks CSRF for cookie-authenticated writes, and checks the role'
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from civicgrid.core.auth import Actor
-from civicgrid.core.errors import PermissionDenied, Unauthenticated
+from civicgrid.core.errors import AppError, PermissionDenied, Unauthenticated
 
 SESSION_COOKIE = "cg_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -30,6 +31,31 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a request shows to say who sends it, read off the request so that the database
+    work can happen away from it (e.g. in a group commit, for many requests at once)."""
+
+    bearer: str | None
+    cookie: str | None
+    csrf_sent: str | None  # the X-CSRF-Token header
+    writes: bool  # an unsafe method: a cookie needs the CSRF token
+
+    @classmethod
+    def of(cls, request: Request) -> Credentials:
+        auth = request.headers.get("authorization", "")
+        return cls(
+            bearer=auth[7:].strip() if auth.lower().startswith("bearer ") else None,
+            cookie=request.cookies.get(SESSION_COOKIE),
+            csrf_sent=request.headers.get(CSRF_HEADER),
+            writes=request.method not in SAFE_METHODS,
+        )
+
+
+def csrf_matches(sent: str | None, expected: str) -> bool:
+    return bool(sent) and hmac.compare_digest(str(sent), expected)
+
+
 async def _csrf_ok(request: Request, expected: str) -> bool:
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
@@ -38,23 +64,56 @@ async def _csrf_ok(request: Request, expected: str) -> bool:
         form = await request.form()
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
-    return bool(sent) and hmac.compare_digest(str(sent), expected)
+    return csrf_matches(sent, expected)
+
+
+def actors_of(session: Session, credentials: Sequence[Credentials]) -> list[Actor | AppError | None]:
+    """The actor behind each request's bearer token or session cookie (None: anonymous; an
+    error for a bad token); the bearer tokens of all of them in one query. No CSRF check."""
+    from civicgrid.accounts import service as accounts
+
+    by_token = accounts.actors_for_api_tokens(
+        session, {c.bearer for c in credentials if c.bearer is not None}
+    )
+    out: list[Actor | AppError | None] = []
+    for c in credentials:
+        if c.bearer is not None:
+            actor = by_token.get(c.bearer)
+            out.append(actor or Unauthenticated("The API token is invalid, expired or revoked."))
+        elif c.cookie:
+            out.append(accounts.actor_for_web_session(session, c.cookie))
+        else:
+            out.append(None)
+    return out
+
+
+def authorised(found: Actor | AppError | None, credentials: Credentials, *permissions: Any) -> Actor:
+    """`require` for a request whose actor was found away from it (`actors_of`): logged in,
+    CSRF token for cookie-authenticated writes, every permission held — else the error."""
+    if isinstance(found, AppError):
+        raise found
+    if found is None:
+        raise Unauthenticated("Please log in.")
+    if (
+        found.via == "session"
+        and credentials.writes
+        and not csrf_matches(credentials.csrf_sent, found.csrf_token)
+    ):
+        raise PermissionDenied(
+            "The form has expired or did not come from this site. Reload the page and try again.",
+            error_code="csrf",
+        )
+    _check_permissions(found, permissions)
+    return found
 
 
 def _authenticated(request: Request, session: SessionDep) -> Actor | None:
     """The actor behind the bearer token or session cookie. A plain `def`, so FastAPI runs this
     database work in its thread pool and a slow query never blocks the event loop."""
-    from civicgrid.accounts import service as accounts
-
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        actor = accounts.actor_for_api_token(session, auth[7:].strip())
-        if actor is None:
-            raise Unauthenticated("The API token is invalid, expired or revoked.")
-        return actor
-    if token := request.cookies.get(SESSION_COOKIE):
-        return accounts.actor_for_web_session(session, token)
-    return None
+    found = actors_of(session, [Credentials.of(request)])[0]
+    if isinstance(found, AppError):
+        raise found
+    return found
 
 
 async def optional_actor(
@@ -80,12 +139,16 @@ def require(*permissions: Any) -> Callable[..., Any]:
     async def dependency(actor: OptionalActor) -> Actor:
         if actor is None:
             raise Unauthenticated("Please log in.")
-        for p in permissions:
-            if not actor.can(p):
-                raise PermissionDenied("Your role does not allow this.")
+        _check_permissions(actor, permissions)
         return actor
 
     return dependency
+
+
+def _check_permissions(actor: Actor, permissions: Sequence[Any]) -> None:
+    for p in permissions:
+        if not actor.can(p):
+            raise PermissionDenied("Your role does not allow this.")
 
 
 def requires(*permissions: Any) -> Any:

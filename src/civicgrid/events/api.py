@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
-from civicgrid.core.deps import SessionDep, requires
+from civicgrid.core.db import Database
+from civicgrid.core.deps import Credentials, SessionDep, actors_of, authorised, requires
+from civicgrid.core.errors import AppError
+from civicgrid.core.groupcommit import GroupCommit
 from civicgrid.core.i18n import gettext
 from civicgrid.core.pagination import PageDep, paginate
 from civicgrid.core.vocab import Platform
@@ -82,27 +88,74 @@ def update_category(
     return category_out(session, c)
 
 
-@router.post("", response_model=EventDetail, status_code=status.HTTP_201_CREATED)
-def report_event(
-    body: EventIn, session: SessionDep, actor: Annotated[Actor, requires(P.events_report)]
+@router.post(
+    "",
+    response_model=EventDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses={401: {"description": "Not logged in"}, 403: {"description": "Not allowed"}},
+)
+async def report_event(body: EventIn, request: Request) -> Response:
+    """Report an event (bearer token or browser session with the CSRF header). Reports that
+    arrive together are written in one transaction (group commit); the answer comes after the
+    commit, serialised in the batch's thread (the event loop only passes the bytes on)."""
+    state = request.app.state
+    queue: GroupCommit[_Reported, Response] | None = getattr(state, "event_intake", None)
+    if queue is None:
+        queue = state.event_intake = GroupCommit(partial(_report_batch, state.db))
+    return await queue.submit(_Reported(body, Credentials.of(request)))
+
+
+@dataclass(frozen=True)
+class _Reported:
+    body: EventIn
+    credentials: Credentials
+
+
+def _report_batch(db: Database, items: Sequence[_Reported]) -> list[Response | Exception]:
+    """POST /api/v1/events for several requests at once: their actors in one query, their
+    reports through one `receive_events`, one commit; an answer or an error for each."""
+    answers: dict[int, Response | Exception] = {}
+    with db.session() as session:
+        found = actors_of(session, [i.credentials for i in items])
+        reports: dict[int, service.Report] = {}
+        for k, (item, who) in enumerate(zip(items, found, strict=True)):
+            try:
+                actor = authorised(who, item.credentials, P.events_report)
+            except AppError as exc:
+                answers[k] = exc
+                continue
+            b = item.body
+            reports[k] = service.Report(
+                actor,
+                category_code=b.category,
+                lon=b.lon,
+                lat=b.lat,
+                description=b.description,
+                title=b.title,
+                address=b.address,
+                reporter_name=b.reporter_name,
+                reporter_phone=b.reporter_phone,
+                channel=Channel.api if actor.via == "token" else Channel.web,
+            )
+        results = service.receive_events(session, list(reports.values()))
+        names = service.reporters_of(session, [r.actor.user_id for r in reports.values() if r.actor.user_id])
+        for (k, report), result in zip(reports.items(), results, strict=True):
+            if isinstance(result, AppError):
+                answers[k] = result
+            else:
+                detail = intake_detail(session, report.actor, result, names)
+                answers[k] = Response(
+                    detail.model_dump_json(), status_code=201, media_type="application/json"
+                )
+    return [answers[k] for k in range(len(items))]
+
+
+def intake_detail(
+    session: SessionDep,
+    actor: Actor,
+    intake: service.Intake,
+    reporters: dict[int, tuple[str, str]] | None = None,
 ) -> EventDetail:
-    intake = service.receive_event(
-        session,
-        actor,
-        category_code=body.category,
-        lon=body.lon,
-        lat=body.lat,
-        description=body.description,
-        title=body.title,
-        address=body.address,
-        reporter_name=body.reporter_name,
-        reporter_phone=body.reporter_phone,
-        channel=Channel.api if actor.via == "token" else Channel.web,
-    )
-    return intake_detail(session, actor, intake)
-
-
-def intake_detail(session: SessionDep, actor: Actor, intake: service.Intake) -> EventDetail:
     """`detail` of an event just created, from what its creation already knows: the one
     timeline entry, the duplicate candidates it found, the grid — no further query."""
     event = intake.event
@@ -113,6 +166,7 @@ def intake_detail(session: SessionDep, actor: Actor, intake: service.Intake) -> 
             event,
             grid_code=intake.grid_code,
             numbers={d.event.id: d.event.number for d in intake.duplicates},
+            reporters=reporters,
         ),
         timeline=[TimelineOut.model_validate(intake.entry)],
         actions=actions.available_actions(session, actor, event),
@@ -130,17 +184,19 @@ def report_internal(
         return detail(session, actor, existing)
     intake = service.receive_event(
         session,
-        actor,
-        category_code=body.category,
-        lon=body.lon,
-        lat=body.lat,
-        description=body.description,
-        title=body.title,
-        address=body.address,
-        reporter_name=body.reporter_name,
-        reporter_phone=body.reporter_phone,
-        channel=body.channel,
-        external_id=body.external_id,
+        service.Report(
+            actor,
+            category_code=body.category,
+            lon=body.lon,
+            lat=body.lat,
+            description=body.description,
+            title=body.title,
+            address=body.address,
+            reporter_name=body.reporter_name,
+            reporter_phone=body.reporter_phone,
+            channel=body.channel,
+            external_id=body.external_id,
+        ),
     )
     return intake_detail(session, actor, intake)
 

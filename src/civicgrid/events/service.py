@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import Engine, Select, create_engine, func, or_, select
+from sqlalchemy import Engine, Select, create_engine, func, literal, or_, select, text, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Subquery
 
 from civicgrid.accounts import service as accounts
 from civicgrid.accounts.models import Org, OrgKind, User
@@ -23,9 +26,10 @@ from civicgrid.accounts.permissions import Permission
 from civicgrid.core import audit
 from civicgrid.core.auth import Actor
 from civicgrid.core.calendar import WorkCalendar, build_calendar, default_calendar
-from civicgrid.core.db import utcnow
-from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied
+from civicgrid.core.db import insert_rows, new_ids, utcnow
+from civicgrid.core.errors import AppError, Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.vocab import Platform
+from civicgrid.events import rollups
 from civicgrid.events.models import (
     Category,
     Channel,
@@ -208,40 +212,53 @@ NUMBERS_IN_TRANSACTION = "civicgrid.numbers_in_transaction"  # session.info flag
 
 
 def next_number(session: Session, prefix: str, at: datetime) -> str:
-    """Readable number: county code, local date, sequence — e.g. 331082-20261125-00017.
-    One atomic upsert of the county's counter for the day.
+    """Readable number: county code, local date, sequence — e.g. 331082-20261125-00017."""
+    return take_numbers(session, {(prefix, local_date(at)): 1})[(prefix, local_date(at))][0]
+
+
+def take_numbers(session: Session, wanted: dict[tuple[str, date], int]) -> dict[tuple[str, date], list[str]]:
+    """Consecutive numbers for each (county prefix, local day): `wanted` says how many. One
+    atomic upsert of the counters for all of them (a batch of reports takes its numbers at
+    once), rows in key order so that concurrent writers lock them in the same order.
 
     On PostgreSQL the upsert runs on a connection of its own and commits at once, so the
-    counter's row lock lasts one statement instead of the rest of the intake (it was the
-    writers' queue: 60 % of the backends' time under load was waiting for it). The price: a
+    counters' row locks last one statement instead of the rest of the intake (they were the
+    writers' queue: 60 % of the backends' time under load was waiting for them). The price: a
     number taken by an intake that then fails is not reused (a gap), never repeated. On SQLite
     the database serialises writers anyway and a second connection would wait for this
     transaction's own write lock, so the upsert stays in the transaction (no gaps). The same
     holds on PostgreSQL for a session that already wrote counters in its open transaction (the
     demo generator marks it with `NUMBERS_IN_TRANSACTION`): a second connection would wait for
     our own row locks forever."""
-    day = (at + LOCAL_DAY_OFFSET).date()
+    if not wanted:
+        return {}
     dialect = session.get_bind().dialect.name
     ins = pg_insert(EventSequence) if dialect == "postgresql" else sqlite_insert(EventSequence)
     stmt = (
-        ins.values(prefix=prefix, day=day, last=1)
-        .on_conflict_do_update(index_elements=["prefix", "day"], set_={"last": EventSequence.last + 1})
-        .returning(EventSequence.last)
+        ins.values([{"prefix": p, "day": d, "last": n} for (p, d), n in sorted(wanted.items())])
+        .on_conflict_do_update(
+            index_elements=["prefix", "day"], set_={"last": EventSequence.last + ins.excluded.last}
+        )
+        .returning(EventSequence.prefix, EventSequence.day, EventSequence.last)
     )
     if dialect == "postgresql" and not session.info.get(NUMBERS_IN_TRANSACTION):
-        seq = _take_number(_numbering_engine(session), stmt)
+        rows = _take_numbers(_numbering_engine(session), stmt)
     else:
-        seq = session.execute(stmt).scalar_one()
-    return f"{prefix}-{day:%Y%m%d}-{seq:05d}"
+        rows = [tuple(r) for r in session.execute(stmt)]
+    out = {}
+    for prefix, day, last in rows:
+        count = wanted[(prefix, day)]
+        out[(prefix, day)] = [f"{prefix}-{day:%Y%m%d}-{seq:05d}" for seq in range(last - count + 1, last + 1)]
+    return out
 
 
-def _take_number(engine: Engine, stmt: Any) -> int:
+def _take_numbers(engine: Engine, stmt: Any) -> list[tuple[Any, ...]]:
     # No pre-ping (a round trip per number): a connection found dead is replaced and the
-    # upsert tried once more (if the first one did commit, that number becomes a gap).
+    # upsert tried once more (if the first one did commit, those numbers become a gap).
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
-                return int(conn.execute(stmt).scalar_one())
+                return [tuple(r) for r in conn.execute(stmt)]
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise
@@ -303,23 +320,46 @@ def place_of(session: Session, lon: float, lat: float) -> Place:
 
 def owner_for(session: Session, place: Place, start_level: Level) -> Org:
     """The org that dispatches a new event: the village committee for village-level categories,
-    else the township's four-platform office, else the county centre. One query for all the
-    candidates (read fresh: a new or closed office takes effect at once)."""
-    candidates: list[tuple[int, OrgKind]] = []
-    if start_level == Level.village:
-        candidates.append((place.village.id, OrgKind.village_committee))
-    candidates += [(place.township.id, OrgKind.township_office), (place.county.id, OrgKind.governance_centre)]
+    else the township's four-platform office, else the county centre."""
+    found = owners_for(session, [(place, start_level)])[0]
+    if isinstance(found, Invalid):
+        raise found
+    return found
+
+
+def owners_for(session: Session, wanted: Sequence[tuple[Place, Level]]) -> list[Org | Invalid]:
+    """`owner_for` of several places in one query for all their candidates (read fresh: a new
+    or closed office takes effect at once); an Invalid where no office is set up."""
+    choices: list[list[tuple[int, OrgKind]]] = []
+    for place, start_level in wanted:
+        candidates: list[tuple[int, OrgKind]] = []
+        if start_level == Level.village:
+            candidates.append((place.village.id, OrgKind.village_committee))
+        candidates += [
+            (place.township.id, OrgKind.township_office),
+            (place.county.id, OrgKind.governance_centre),
+        ]
+        choices.append(candidates)
+    pairs = {pair for candidates in choices for pair in candidates}
+    if not pairs:
+        return []
     orgs = session.scalars(
         select(Org)
-        .where(Org.active.is_(True), or_(*((Org.region_id == r) & (Org.kind == k) for r, k in candidates)))
+        .where(Org.active.is_(True), or_(*((Org.region_id == r) & (Org.kind == k) for r, k in sorted(pairs))))
         .order_by(Org.id)
     ).all()
-    for region_id, kind in candidates:
-        # the lowest id when several sit there, as accounts.find_org picks
-        org = next((o for o in orgs if o.region_id == region_id and o.kind == kind), None)
-        if org is not None:
-            return org
-    raise Invalid("No office is set up to receive events in {place}.", place=place.township.name)
+    first: dict[tuple[int, OrgKind], Org] = {}
+    for o in orgs:  # the lowest id when several sit there, as accounts.find_org picks
+        first.setdefault((o.region_id, OrgKind(o.kind)), o)
+    out: list[Org | Invalid] = []
+    for (place, _level), candidates in zip(wanted, choices, strict=True):
+        org = next((first[c] for c in candidates if c in first), None)
+        out.append(
+            org
+            if org is not None
+            else Invalid("No office is set up to receive events in {place}.", place=place.township.name)
+        )
+    return out
 
 
 def higher_owner(session: Session, event: Event) -> Org | None:
@@ -375,6 +415,19 @@ class DuplicateCandidate:
     similarity: float
 
 
+@dataclass
+class Probe:
+    """What a duplicate search compares: a report's category, place, text and time."""
+
+    category_id: int
+    lon: float
+    lat: float
+    text: str
+    at: datetime
+    rules: dict[str, Any]
+    exclude_id: int | None = None
+
+
 def duplicate_candidates(
     session: Session,
     *,
@@ -388,41 +441,132 @@ def duplicate_candidates(
     limit: int = 5,
 ) -> list[DuplicateCandidate]:
     """Open events of the same category within the category's radius and time window whose
-    Chinese text is similar (jieba tokens); most similar, then nearest first. Reads only the
-    columns it compares (it runs on every intake)."""
-    radius = rules["dup_radius_m"]
-    if radius <= 0:
-        return []
-    dlat = radius / 111_320.0
-    dlon = radius / (111_320.0 * max(math.cos(math.radians(lat)), 0.01))
-    since = at - timedelta(hours=rules["dup_window_hours"])
-    stmt = select(Event.id, Event.number, Event.title, Event.description, Event.lon, Event.lat).where(
-        Event.category_id == category_id,
-        Event.state.in_(OPEN_STATES),
-        Event.reported_at >= since,
-        Event.lat.between(lat - dlat, lat + dlat),
-        Event.lon.between(lon - dlon, lon + dlon),
+    Chinese text is similar (jieba tokens); most similar, then nearest first."""
+    probe = Probe(category_id, lon, lat, text, at, rules, exclude_id)
+    return duplicates_of(session, [probe], limit=limit)[0]
+
+
+def duplicates_of(
+    session: Session, probes: Sequence[Probe], limit: int = 5
+) -> list[list[DuplicateCandidate]]:
+    """`duplicate_candidates` of several reports in one query (a UNION ALL of each one's
+    search), reading only the columns it compares (it runs on every intake)."""
+    boxes = []  # (probe, category, since, lat0, lat1, lon0, lon1, excluded id)
+    for k, probe in enumerate(probes):
+        radius = probe.rules["dup_radius_m"]
+        if radius <= 0:
+            continue
+        dlat = radius / 111_320.0
+        dlon = radius / (111_320.0 * max(math.cos(math.radians(probe.lat)), 0.01))
+        since = probe.at - timedelta(hours=probe.rules["dup_window_hours"])
+        lats, lons = (probe.lat - dlat, probe.lat + dlat), (probe.lon - dlon, probe.lon + dlon)
+        boxes.append((k, probe.category_id, since, *lats, *lons, probe.exclude_id or 0))
+    found: list[list[DuplicateCandidate]] = [[] for _ in probes]
+    if not boxes:
+        return found
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement whatever the number of probes (prepared once per connection).
+        columns = list(zip(*boxes, strict=True))
+        rows = session.execute(
+            _DUPLICATES_PG, {name: list(col) for name, col in zip(_BOX, columns, strict=True)}
+        )
+    else:
+        rows = session.execute(union_all(*(select(_duplicate_search(*box)) for box in boxes)))
+    mine = [tokens(p.text) for p in probes]
+    for row in rows:
+        k = row.probe
+        hit = _similar(
+            probes[k], mine[k], EventRef(row.id, row.number), row.lon, row.lat, row.title, row.description
+        )
+        if hit is not None:
+            found[k].append(hit)
+    for hits in found:
+        hits.sort(key=lambda c: (-c.similarity, c.distance_m))
+        del hits[limit:]
+    return found
+
+
+_BOX = ("k", "cat", "since", "lat0", "lat1", "lon0", "lon1", "excl")
+_OPEN = ", ".join(f"'{s.value}'" for s in OPEN_STATES)
+_DUPLICATES_PG = text(
+    f"""
+SELECT p.k AS probe, e.id, e.number, e.title, e.description, e.lon, e.lat
+FROM unnest(CAST(:k AS int[]), CAST(:cat AS int[]), CAST(:since AS timestamptz[]), CAST(:lat0 AS float8[]),
+            CAST(:lat1 AS float8[]), CAST(:lon0 AS float8[]), CAST(:lon1 AS float8[]), CAST(:excl AS int[]))
+     AS p(k, cat, since, lat0, lat1, lon0, lon1, excl)
+CROSS JOIN LATERAL (
+  SELECT id, number, title, description, lon, lat FROM event
+  WHERE category_id = p.cat AND state IN ({_OPEN}) AND reported_at >= p.since
+    AND lat BETWEEN p.lat0 AND p.lat1 AND lon BETWEEN p.lon0 AND p.lon1 AND id <> p.excl
+  ORDER BY id DESC LIMIT 200
+) AS e"""
+)
+
+
+def _duplicate_search(
+    k: int, category_id: int, since: datetime, lat0: float, lat1: float, lon0: float, lon1: float, excl: int
+) -> Subquery:
+    """One probe's search, for the databases without LATERAL (SQLite): the newest 200 open
+    events of the category in the box and the time window."""
+    return (
+        select(
+            literal(k).label("probe"),
+            Event.id,
+            Event.number,
+            Event.title,
+            Event.description,
+            Event.lon,
+            Event.lat,
+        )
+        .where(
+            Event.category_id == category_id,
+            Event.state.in_(OPEN_STATES),
+            Event.reported_at >= since,
+            Event.lat.between(lat0, lat1),
+            Event.lon.between(lon0, lon1),
+            Event.id != excl,
+        )
+        .order_by(Event.id.desc())
+        .limit(200)
+        .subquery()
     )
-    if exclude_id is not None:
-        stmt = stmt.where(Event.id != exclude_id)
-    mine = tokens(text)
-    found = []
-    for row in session.execute(stmt.order_by(Event.id.desc()).limit(200)):
-        d = distance_m(lon, lat, row.lon, row.lat)
-        if d > radius:
-            continue
-        sim = similarity(mine, tokens(f"{row.title} {row.description}"))
-        if mine and sim < DUPLICATE_TEXT_THRESHOLD:
-            continue
-        found.append(DuplicateCandidate(EventRef(row.id, row.number), d, sim))
-    found.sort(key=lambda c: (-c.similarity, c.distance_m))
-    return found[:limit]
+
+
+def _similar(
+    probe: Probe, mine: frozenset[str], ref: EventRef, lon: float, lat: float, title: str, description: str
+) -> DuplicateCandidate | None:
+    """The candidate, when the event lies within the radius and its text is similar enough."""
+    d = distance_m(probe.lon, probe.lat, lon, lat)
+    if d > probe.rules["dup_radius_m"]:
+        return None
+    sim = similarity(mine, tokens(f"{title} {description}"))
+    if mine and sim < DUPLICATE_TEXT_THRESHOLD:
+        return None
+    return DuplicateCandidate(ref, d, sim)
 
 
 # ---- intake -----------------------------------------------------------------------------
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
+
+
+@dataclass
+class Report:
+    """One report as any intake channel hands it in: who reports, and what and where."""
+
+    actor: Actor
+    category_code: str
+    lon: float
+    lat: float
+    description: str
+    channel: Channel
+    title: str = ""
+    address: str = ""
+    reporter_name: str = ""
+    reporter_phone: str = ""
+    external_id: str | None = None
+    reported_at: datetime | None = None
 
 
 @dataclass
@@ -455,119 +599,233 @@ def create_event(
     external_id: str | None = None,
     reported_at: datetime | None = None,
 ) -> Event:
-    """Every intake channel ends here (see `receive_event`); returns the new event."""
+    """Every intake channel ends here (see `receive_events`); returns the new event."""
     return receive_event(
         session,
-        actor,
-        category_code=category_code,
-        lon=lon,
-        lat=lat,
-        description=description,
-        channel=channel,
-        title=title,
-        address=address,
-        reporter_name=reporter_name,
-        reporter_phone=reporter_phone,
-        external_id=external_id,
-        reported_at=reported_at,
+        Report(
+            actor,
+            category_code=category_code,
+            lon=lon,
+            lat=lat,
+            description=description,
+            channel=channel,
+            title=title,
+            address=address,
+            reporter_name=reporter_name,
+            reporter_phone=reporter_phone,
+            external_id=external_id,
+            reported_at=reported_at,
+        ),
     ).event
 
 
-def receive_event(
-    session: Session,
-    actor: Actor,
-    *,
-    category_code: str,
-    lon: float,
-    lat: float,
-    description: str,
-    channel: Channel,
-    title: str = "",
-    address: str = "",
-    reporter_name: str = "",
-    reporter_phone: str = "",
-    external_id: str | None = None,
-    reported_at: datetime | None = None,
-) -> Intake:
-    """Locate, route to its owner, check duplicates, set the acceptance deadline, number,
-    write the event, its first timeline entry and the audit record.
+def receive_event(session: Session, report: Report) -> Intake:
+    """`receive_events` of one report; its error is raised."""
+    result = receive_events(session, [report])[0]
+    if isinstance(result, AppError):
+        raise result
+    return result
 
-    The order keeps the locks short: everything that only reads comes first; the number
-    (a row lock on the county's day counter) and the audit chain's lock are taken last and
-    held only for the few inserts before the commit."""
-    if not actor.can(P.events_report):
-        raise PermissionDenied("Your role does not allow this.")
-    category = get_category(session, category_code)
-    if category.parent_id is None:
-        raise Invalid("Choose a sub-category of {name}.", name=category.name, field="category")
-    if not category.active:
-        raise Invalid("The category {name} is no longer in use.", name=category.name, field="category")
-    description = (description or "").strip()
-    if not description:
-        raise Invalid("Describe what is wrong.", field="description")
-    if len(description) > DESCRIPTION_MAX or len(title) > TITLE_MAX:
-        raise Invalid("The title or description is too long.", field="description")
-    place = place_of(session, lon, lat)
-    rules = rules_of(category)
-    now = utcnow()
-    at = reported_at or now
-    owner = owner_for(session, place, Level(rules["start_level"]))
-    cal = calendar_for(session, owner.id)
-    title = (title or description[:40]).strip()
-    dups = duplicate_candidates(
+
+@dataclass
+class _Checked:
+    """A report that passed every check, with what the checks found."""
+
+    report: Report
+    category: Category
+    rules: dict[str, Any]
+    place: Place
+    owner: Org
+    at: datetime
+    title: str
+    description: str
+    duplicates: list[DuplicateCandidate]
+
+    def probe(self) -> Probe:
+        r = self.report
+        return Probe(self.category.id, r.lon, r.lat, f"{self.title} {self.description}", self.at, self.rules)
+
+
+def _check_report(session: Session, report: Report, categories: dict[str, Category]) -> _Checked | AppError:
+    """Everything about one report that needs no write: permission, category, text, place."""
+    try:
+        if not report.actor.can(P.events_report):
+            raise PermissionDenied("Your role does not allow this.")
+        category = categories.get(report.category_code)
+        if category is None:
+            raise Invalid("Unknown event category {code}.", code=report.category_code, field="category")
+        if category.parent_id is None:
+            raise Invalid("Choose a sub-category of {name}.", name=category.name, field="category")
+        if not category.active:
+            raise Invalid("The category {name} is no longer in use.", name=category.name, field="category")
+        description = (report.description or "").strip()
+        if not description:
+            raise Invalid("Describe what is wrong.", field="description")
+        if len(description) > DESCRIPTION_MAX or len(report.title) > TITLE_MAX:
+            raise Invalid("The title or description is too long.", field="description")
+        place = place_of(session, report.lon, report.lat)
+    except AppError as exc:
+        return exc
+    title = (report.title or description[:40]).strip()
+    at = report.reported_at or utcnow()
+    return _Checked(report, category, rules_of(category), place, None, at, title, description, [])  # type: ignore[arg-type]
+
+
+def _checked(results: Sequence[object]) -> list[_Checked]:
+    return [c for c in results if isinstance(c, _Checked)]
+
+
+def _batch_duplicates(
+    checked: _Checked, earlier: Sequence[tuple[_Checked, EventRef]]
+) -> list[DuplicateCandidate]:
+    """Duplicate candidates among the reports taken in before this one in the same batch
+    (not yet visible to the query): the same test as `duplicates_of`."""
+    probe = checked.probe()
+    if probe.rules["dup_radius_m"] <= 0:
+        return []
+    mine = tokens(probe.text)
+    since = probe.at - timedelta(hours=probe.rules["dup_window_hours"])
+    found = []
+    for other, ref in earlier:
+        if other.category.id != checked.category.id or not (since <= other.at <= checked.at):
+            continue
+        o = other.report
+        hit = _similar(probe, mine, ref, o.lon, o.lat, other.title, other.description)
+        if hit is not None:
+            found.append(hit)
+    return found
+
+
+def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake | AppError]:
+    """Take in reports, each on its own terms: locate, route to its owner, check duplicates,
+    set the acceptance deadline, number, write the event, its first timeline entry and the
+    audit record. A report that fails a check gets its error in its place in the result and
+    writes nothing; the others go on.
+
+    Several reports at once (the API's group commit, imports) share every statement: one
+    query for the categories, one for the owners, one counter upsert per county and day, one
+    INSERT each for the events, timeline entries, rollups and audit records — so a report's
+    cost is mostly its own duplicate query. The order keeps the locks short: everything that
+    only reads comes first; the numbers and the audit chain's lock are taken last."""
+    codes = {r.category_code for r in reports}
+    categories = {c.code: c for c in session.scalars(select(Category).where(Category.code.in_(codes)))}
+    results: list[Intake | AppError | _Checked] = [_check_report(session, r, categories) for r in reports]
+    at = [k for k, c in enumerate(results) if isinstance(c, _Checked)]
+    owners = owners_for(session, [(c.place, Level(c.rules["start_level"])) for c in _checked(results)])
+    for k, owner in zip(at, owners, strict=True):
+        if isinstance(owner, Invalid):
+            results[k] = owner
+        else:
+            typed(_Checked, results[k]).owner = owner
+    checked = _checked(results)
+    if not checked:
+        return typed(list[Intake | AppError], results)
+    for c, dups in zip(checked, duplicates_of(session, [c.probe() for c in checked]), strict=True):
+        c.duplicates = dups
+    # Numbers per county and day, in the reports' order.
+    wanted: dict[tuple[str, date], int] = {}
+    for c in checked:
+        key = (c.place.county.code[:6], local_date(c.at))
+        wanted[key] = wanted.get(key, 0) + 1
+    numbers = {key: list(reversed(taken)) for key, taken in take_numbers(session, wanted).items()}
+    event_ids, entry_ids = new_ids(session, [Event.__table__, TimelineEntry.__table__], len(checked))  # type: ignore[list-item]
+    rows: list[dict[str, Any]] = []
+    made: list[tuple[_Checked, EventRef]] = []
+    for c, event_id in zip(checked, event_ids, strict=True):
+        number = numbers[(c.place.county.code[:6], local_date(c.at))].pop()
+        in_batch = _batch_duplicates(c, made)
+        c.duplicates = sorted(c.duplicates + in_batch, key=lambda d: (-d.similarity, d.distance_m))[:5]
+        r = c.report
+        cal = calendar_for(session, c.owner.id)
+        rows.append(
+            {
+                "id": event_id,
+                "number": number,
+                "category_id": c.category.id,
+                "platform": c.category.platform,
+                "rules": json.dumps(c.rules, ensure_ascii=False),
+                "title": c.title,
+                "description": c.description,
+                "address": r.address.strip(),
+                "lon": r.lon,
+                "lat": r.lat,
+                "grid_id": c.place.grid.id,
+                "village_id": c.place.village.id,
+                "township_id": c.place.township.id,
+                "county_id": c.place.county.id,
+                "region_path": c.place.grid.path,
+                "channel": r.channel,
+                "reporter_user_id": r.actor.user_id or None,
+                "reporter_name": r.reporter_name,
+                "reporter_phone": r.reporter_phone,
+                "external_id": r.external_id,
+                "state": State.reported,
+                "level": LEVEL_OF_KIND[c.owner.kind],
+                "owner_org_id": c.owner.id,
+                "reported_at": c.at,
+                "accept_due_at": cal.add_working_hours(c.at, c.rules["accept_hours"]),
+                "duplicate_of_id": c.duplicates[0].event.id if c.duplicates else None,
+            }
+        )
+        made.append((c, EventRef(event_id, number)))
+    events = insert_rows(session, Event, rows)
+    rollups.count_inserted(session, events)
+    entries = insert_rows(
         session,
-        category_id=category.id,
-        lon=lon,
-        lat=lat,
-        text=f"{title} {description}",
-        at=at,
-        rules=rules,
+        TimelineEntry,
+        [
+            first_entry(entry_id, ref.id, c.report.actor, c.report.channel, c.duplicates)
+            for entry_id, (c, ref) in zip(entry_ids, made, strict=True)
+        ],
     )
-    event = Event(
-        number=next_number(session, place.county.code[:6], at),
-        category_id=category.id,
-        platform=category.platform,
-        rules=json.dumps(rules, ensure_ascii=False),
-        title=title,
-        description=description,
-        address=address.strip(),
-        lon=lon,
-        lat=lat,
-        grid_id=place.grid.id,
-        village_id=place.village.id,
-        township_id=place.township.id,
-        county_id=place.county.id,
-        region_path=place.grid.path,
-        channel=channel,
-        reporter_user_id=actor.user_id or None,
-        reporter_name=reporter_name,
-        reporter_phone=reporter_phone,
-        external_id=external_id,
-        state=State.reported,
-        level=LEVEL_OF_KIND[owner.kind],
-        owner_org_id=owner.id,
-        reported_at=at,
-        accept_due_at=cal.add_working_hours(at, rules["accept_hours"]),
-        duplicate_of_id=dups[0].event.id if dups else None,
-    )
-    session.add(event)
-    session.flush()
-    data: dict[str, Any] = {"channel": str(channel)}
-    if dups:
-        data["possible_duplicate"] = dups[0].event.number
-    entry = append_timeline(session, event, actor, "report", None, State.reported, data=data)
-    audit.record(
+    audit.record_many(
         session,
-        actor,
-        "event.report",
-        "event",
-        event.number,
-        after={"category": category.code, "channel": str(channel), "grid": place.grid.code},
+        [
+            audit.Entry(
+                c.report.actor,
+                "event.report",
+                "event",
+                ref.number,
+                after={
+                    "category": c.category.code,
+                    "channel": str(c.report.channel),
+                    "grid": c.place.grid.code,
+                },
+            )
+            for c, ref in made
+        ],
     )
-    return Intake(event, entry, dups, place.grid.code, category, owner)
+    intakes = {
+        id(c): Intake(event, entry, c.duplicates, c.place.grid.code, c.category, c.owner)
+        for c, event, entry in zip(checked, events, entries, strict=True)
+    }
+    return [intakes[id(r)] if isinstance(r, _Checked) else r for r in results]
 
 
 # ---- timeline and notices ---------------------------------------------------------------
+
+
+def first_entry(
+    entry_id: int, event_id: int, actor: Actor, channel: Channel, duplicates: Sequence[DuplicateCandidate]
+) -> dict[str, Any]:
+    """The report itself, the first entry of every timeline, as a row for `insert_rows`."""
+    data: dict[str, Any] = {"channel": str(channel)}
+    if duplicates:
+        data["possible_duplicate"] = duplicates[0].event.number
+    return {
+        "id": entry_id,
+        "event_id": event_id,
+        "seq": 1,
+        "at": utcnow(),
+        "actor_user_id": actor.user_id or None,
+        "actor": actor.username,
+        "org_id": actor.org_id or None,
+        "action": "report",
+        "from_state": None,
+        "to_state": str(State.reported),
+        "note": "",
+        "data": json.dumps(data, ensure_ascii=False, default=str),
+    }
 
 
 def append_timeline(
@@ -705,11 +963,12 @@ def describe(
     *,
     grid_code: str | None = None,
     numbers: dict[int, str] | None = None,
+    reporters: dict[int, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Display fields of an event for this reader: names resolved, reporter masked unless
     the reader dispatches it (they must be able to call the reporter back) or reported it.
-    A caller that already knows the grid's code or other events' numbers passes them (the
-    rest are identity-map hits right after intake)."""
+    A caller that already knows the grid's code, other events' numbers or the reporters
+    (`reporters_of`) passes them (the rest are identity-map hits right after intake)."""
     from civicgrid.core.masking import mask_name, mask_phone
 
     numbers = numbers or {}
@@ -723,10 +982,11 @@ def describe(
     who = event.reporter_name
     phone = event.reporter_phone
     if event.reporter_user_id and not who:
-        user = session.execute(
-            select(User.display_name, User.phone).where(User.id == event.reporter_user_id)
-        ).one()
-        who, phone = user.display_name, user.phone or ""
+        known = reporters or {}
+        who, phone = (
+            known.get(event.reporter_user_id)
+            or reporters_of(session, [event.reporter_user_id])[event.reporter_user_id]
+        )
     reporter = (
         f"{who} {phone}".strip()
         if clear
@@ -766,6 +1026,12 @@ def describe(
         "merged_into": numbers.get(event.merged_into_id or 0) or event_number(session, event.merged_into_id),
         "version": event.version,
     }
+
+
+def reporters_of(session: Session, user_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Name and phone of reporting users, for `describe` (one query for a batch of events)."""
+    rows = session.execute(select(User.id, User.display_name, User.phone).where(User.id.in_(set(user_ids))))
+    return {r.id: (r.display_name, r.phone or "") for r in rows}
 
 
 def list_stmt(

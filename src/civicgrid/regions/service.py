@@ -843,6 +843,21 @@ def _fingerprint(session: Session) -> tuple[Any, ...]:
     return (row[0], row[1], str(row[2]))
 
 
+def _places(session: Session) -> dict[int, tuple[RegionRef, ...]]:
+    """Every grid's chain city … grid, from one query over the regions (no geometry), so that
+    no intake waits on a query for a grid's first report after a (re)start."""
+    refs = {
+        r.code: RegionRef(r.id, r.code, r.name, RegionLevel(r.level), r.path)
+        for r in session.execute(select(Region.id, Region.code, Region.name, Region.level, Region.path))
+    }
+    places = {}
+    for ref in refs.values():
+        if ref.level == RegionLevel.grid:
+            chain = [refs[c] for c in ref.path.strip("/").split("/") if c in refs]
+            places[ref.id] = tuple(sorted(chain, key=lambda r: RANK[r.level]))
+    return places
+
+
 def grid_index(session: Session) -> GridIndex:
     """The point → grid index of this session's database, rebuilt when grids changed."""
     key = _db_key(session)
@@ -864,7 +879,7 @@ def grid_index(session: Session) -> GridIndex:
         geoms = shapely.from_geojson([r[2] for r in rows]) if rows else []
         index = GridIndex.build([(r[0], r[1], g) for r, g in zip(rows, geoms, strict=True)])
         _indexes.pop(key, None)
-        _indexes[key] = _CachedIndex(index, version, fingerprint, now)
+        _indexes[key] = _CachedIndex(index, version, fingerprint, now, _places(session))
         while len(_indexes) > MAX_INDEXES:  # e.g. a test run opening many databases
             _indexes.pop(next(iter(_indexes)))
     return index
