@@ -3,10 +3,11 @@ places that follow region imports, owners read fresh."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 
 from civicgrid.accounts.models import Org
 from civicgrid.core.errors import Invalid
@@ -161,3 +162,144 @@ def test_numbering_does_not_wait_for_an_open_intake(world):
     assert [a_number[-5:], b[-5:], c[-5:]] == ["00001", "00002", "00003"]
     with db.session() as s:
         assert s.scalars(select(Event.number)).all() == [c]
+
+
+# ---- several reports at once (the API's group commit) ----------------------------------------
+
+
+def _report(actor: Any, **changes: Any) -> service.Report:
+    fields = {
+        "category_code": REPORT["category"],
+        "lon": REPORT["lon"],
+        "lat": REPORT["lat"],
+        "description": REPORT["description"],
+        "channel": Channel.api,
+        **changes,
+    }
+    return service.Report(actor, **fields)
+
+
+def test_a_batch_costs_the_statements_of_one_report(world):
+    """Ten reports take as many statements as one: the batch shares every query and insert."""
+    with world.db.session() as s:  # warm: the grid index and its places
+        warm = service.receive_events(s, [_report(world.actor(s, "grid_worker"))])
+        assert isinstance(warm[0], service.Intake)
+    counts = []
+    for size in (1, 10):
+        seen: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any, seen: list[str] = seen) -> None:
+            seen.append(statement)
+
+        with world.db.session() as s:
+            actor = world.actor(s, "grid_worker")
+            reports = [
+                _report(actor, lon=1.0 + k * 0.3, description=f"第{k}处暴露垃圾 {size}") for k in range(size)
+            ]
+            event.listen(world.db.engine, "before_cursor_execute", count)
+            try:
+                results = service.receive_events(s, reports)
+            finally:
+                event.remove(world.db.engine, "before_cursor_execute", count)
+            assert all(isinstance(r, service.Intake) for r in results)
+        counts.append(len([x for x in seen if "count(region.id)" not in x]))
+    assert counts[1] == counts[0], counts
+
+
+def test_a_batch_numbers_and_records_each_report_in_order(world):
+    with world.db.session() as s:
+        actor = world.actor(s, "grid_worker")
+        results = service.receive_events(
+            s, [_report(actor, lon=1.0 + k * 0.2, description=f"井盖缺失第{k}处") for k in range(5)]
+        )
+    intakes = [r for r in results if isinstance(r, service.Intake)]
+    numbers = [i.event.number for i in intakes]
+    assert len(set(numbers)) == 5
+    assert [int(n.rsplit("-", 1)[1]) for n in numbers] == sorted(int(n.rsplit("-", 1)[1]) for n in numbers)
+    with world.db.session() as s:
+        for i in intakes:
+            got = s.scalar(select(Event).where(Event.number == i.event.number))
+            assert got is not None and got.description == i.event.description
+            entries = service.timeline(s, got)
+            assert [(e.seq, e.action, e.to_state) for e in entries] == [(1, "report", "reported")]
+        from civicgrid.core import audit
+
+        assert audit.verify(s) == []
+        recorded = (
+            s.execute(text("SELECT target_id FROM audit_record WHERE action = 'event.report' ORDER BY id"))
+            .scalars()
+            .all()
+        )
+        assert recorded[-5:] == numbers
+
+
+def test_a_bad_report_in_a_batch_fails_alone_and_writes_nothing(world):
+    with world.db.session() as s:
+        worker = world.actor(s, "grid_worker")
+        reader = dataclasses.replace(worker, permissions=frozenset({"events.read"}))  # may not report
+        before = s.scalar(select(func.count(Event.id)))
+        results = service.receive_events(
+            s,
+            [
+                _report(worker, description="路灯不亮，晚上很黑"),
+                _report(worker, category_code="9999"),
+                _report(worker, lon=50.0, lat=50.0),
+                _report(reader),
+                _report(worker, description="   "),
+                _report(worker, lon=1.2, description="人行道上占道经营"),
+            ],
+        )
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["Intake", "Invalid", "Invalid", "PermissionDenied", "Invalid", "Intake"]
+    assert "outside" in str(results[2]) or getattr(results[2], "code", "") == "invalid"
+    with world.db.session() as s:
+        assert s.scalar(select(func.count(Event.id))) == before + 2
+
+
+def test_reports_in_one_batch_see_each_other_as_duplicates(world):
+    """Two reports of the same thing arriving together: the second points at the first,
+    although neither was in the database when the duplicate query ran."""
+    with world.db.session() as s:
+        actor = world.actor(s, "grid_worker")
+        first, second = service.receive_events(
+            s, [_report(actor), _report(actor, lon=REPORT["lon"] + 0.0001)]
+        )
+        assert isinstance(first, service.Intake) and isinstance(second, service.Intake)
+        assert [d.event.number for d in second.duplicates] == [first.event.number]
+        assert second.event.duplicate_of_id == first.event.id
+        assert first.duplicates == []
+
+
+def test_concurrent_posts_share_commits_and_each_gets_its_own_answer(app, client, world):
+    """Requests that arrive together are written in fewer transactions than requests; a bad
+    token among them gets its 401 and the others their events."""
+    import asyncio
+
+    import httpx
+
+    headers = login_headers(client, "grid_worker")
+    commits: list[int] = []
+
+    def counted(conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(world.db.engine, "commit", counted)
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            bodies = [{**REPORT, "lon": 1.0 + k * 0.1, "description": f"第{k}处路面破损"} for k in range(12)]
+            calls = [c.post("/api/v1/events", headers=headers, json=b) for b in bodies]
+            calls.append(c.post("/api/v1/events", headers={"Authorization": "Bearer nope"}, json=REPORT))
+            return await asyncio.gather(*calls)
+
+    try:
+        answers = asyncio.run(post_all())
+    finally:
+        event.remove(world.db.engine, "commit", counted)
+    assert [a.status_code for a in answers] == [201] * 12 + [401]
+    assert answers[-1].json()["error"]["code"] == "unauthenticated"
+    numbers = {a.json()["number"] for a in answers[:12]}
+    assert len(numbers) == 12
+    assert [a.json()["description"] for a in answers[:12]] == [f"第{k}处路面破损" for k in range(12)]
+    assert len(commits) < 12
