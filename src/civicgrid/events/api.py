@@ -124,19 +124,7 @@ def _report_batch(db: Database, items: Sequence[_Reported]) -> list[Response | E
             except AppError as exc:
                 answers[k] = exc
                 continue
-            b = item.body
-            reports[k] = service.Report(
-                actor,
-                category_code=b.category,
-                lon=b.lon,
-                lat=b.lat,
-                description=b.description,
-                title=b.title,
-                address=b.address,
-                reporter_name=b.reporter_name,
-                reporter_phone=b.reporter_phone,
-                channel=Channel.api if actor.via == "token" else Channel.web,
-            )
+            reports[k] = report_of(actor, item.body, Channel.api if actor.via == "token" else Channel.web)
         results = service.receive_events(session, list(reports.values()))
         names = service.reporters_of(session, [r.actor.user_id for r in reports.values() if r.actor.user_id])
         for (k, report), result in zip(reports.items(), results, strict=True):
@@ -148,6 +136,24 @@ def _report_batch(db: Database, items: Sequence[_Reported]) -> list[Response | E
                     detail.model_dump_json(), status_code=201, media_type="application/json"
                 )
     return [answers[k] for k in range(len(items))]
+
+
+def report_of(
+    actor: Actor, body: EventIn, channel: Channel, external_id: str | None = None
+) -> service.Report:
+    return service.Report(
+        actor,
+        category_code=body.category,
+        lon=body.lon,
+        lat=body.lat,
+        description=body.description,
+        title=body.title,
+        address=body.address,
+        reporter_name=body.reporter_name,
+        reporter_phone=body.reporter_phone,
+        channel=channel,
+        external_id=external_id,
+    )
 
 
 def intake_detail(
@@ -182,22 +188,7 @@ def report_internal(
     existing = service.find_by_external_id(session, body.channel, body.external_id)
     if existing is not None:
         return detail(session, actor, existing)
-    intake = service.receive_event(
-        session,
-        service.Report(
-            actor,
-            category_code=body.category,
-            lon=body.lon,
-            lat=body.lat,
-            description=body.description,
-            title=body.title,
-            address=body.address,
-            reporter_name=body.reporter_name,
-            reporter_phone=body.reporter_phone,
-            channel=body.channel,
-            external_id=body.external_id,
-        ),
-    )
+    intake = service.receive_event(session, report_of(actor, body, body.channel, body.external_id))
     return intake_detail(session, actor, intake)
 
 
