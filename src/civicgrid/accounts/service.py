@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from civicgrid.accounts.models import ApiToken, LoginFailure, Membership, Org, OrgKind, User, WebSession
@@ -308,7 +309,7 @@ def _actor(session: Session, user: User, membership: Membership, via: str, csrf:
         role=str(membership.role),
         region_id=region.id,
         region_path=region.path,
-        permissions=frozenset(str(p) for p in permissions_for(membership.role)),
+        permissions=_permission_names(Role(membership.role)),
         via=via,
         csrf_token=csrf,
     )
@@ -410,30 +411,64 @@ def actor_for_api_token(session: Session, token: str) -> Actor | None:
 
 def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, Actor]:
     """The actors behind bearer tokens, read fresh on every request (so revocation, expiry,
-    deactivation and role changes apply at once) in one query for all of them: token, user,
-    the token's membership, its org and the org's region, all left in the identity map for
-    the route. Tokens that are unknown, revoked or expired are missing from the result."""
+    deactivation and role changes apply at once) in one query for all of them over token,
+    user, the token's membership, its org and the org's region — plain columns, since every
+    API call pays for it. Tokens that are unknown, revoked or expired are missing."""
     hashes = {token_hash(t): t for t in tokens}
     if not hashes:
         return {}
-    found = session.execute(
-        select(ApiToken, User, Membership, Org, regions.Region)
+    rows = session.execute(
+        select(
+            ApiToken.id,
+            ApiToken.token_hash,
+            ApiToken.expires_at,
+            ApiToken.last_used_at,
+            User.id.label("user_id"),
+            User.username,
+            User.display_name,
+            Membership.id.label("membership_id"),
+            Membership.role,
+            Org.id.label("org_id"),
+            Org.name.label("org_name"),
+            regions.Region.id.label("region_id"),
+            regions.Region.path,
+        )
         .join(User, User.id == ApiToken.user_id)
         .join(Membership, (Membership.id == ApiToken.membership_id) & (Membership.user_id == User.id))
         .join(Org, Org.id == Membership.org_id)
         .join(regions.Region, regions.Region.id == Org.region_id)
-        .where(ApiToken.token_hash.in_(list(hashes)))
+        .where(ApiToken.token_hash.in_(list(hashes)), ApiToken.revoked_at.is_(None), User.active.is_(True))
     ).all()
     now = utcnow()
     out: dict[str, Actor] = {}
-    for row, user, membership, _org, _region in found:
-        if row.revoked_at is not None or row.expires_at <= now or not user.active:
+    stale = []
+    for r in rows:
+        if r.expires_at <= now:
             continue
         # Touch at most every five minutes so reads do not turn into writes (and row locks) on every call.
-        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
-            row.last_used_at = now
-        out[hashes[row.token_hash]] = _actor(session, user, membership, "token")
+        if r.last_used_at is None or now - r.last_used_at > timedelta(minutes=5):
+            stale.append(r.id)
+        out[hashes[r.token_hash]] = Actor(
+            user_id=r.user_id,
+            username=r.username,
+            display_name=r.display_name,
+            membership_id=r.membership_id,
+            org_id=r.org_id,
+            org_name=r.org_name,
+            role=str(r.role),
+            region_id=r.region_id,
+            region_path=r.path,
+            permissions=_permission_names(Role(r.role)),
+            via="token",
+        )
+    if stale:
+        session.execute(update(ApiToken).where(ApiToken.id.in_(stale)).values(last_used_at=now))
     return out
+
+
+@cache
+def _permission_names(role: Role) -> frozenset[str]:
+    return frozenset(str(p) for p in permissions_for(role))
 
 
 def purge_expired(session: Session) -> int:
