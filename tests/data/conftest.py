@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,17 @@ from sqlalchemy.orm import Session
 from civicgrid.accounts import service as accounts
 from civicgrid.accounts.permissions import Role
 from civicgrid.core.auth import Actor
+from civicgrid.core.config import get_settings
 from civicgrid.core.db import Database
 from civicgrid.data import ingest, service
 from civicgrid.data.models import Dataset, DataVersion
 from tests.factories import Tree, make_tree, make_user
+
+# xdist workers inherit the controller's CIVICGRID_DATA_DIR (tests/conftest.py sets it with
+# setdefault), so without this they would share one data dir and meet each other's files.
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["CIVICGRID_DATA_DIR"] = str(Path(os.environ["CIVICGRID_DATA_DIR"]) / _worker)
+    get_settings.cache_clear()
 
 #: The sample dataset's fields (personal ones masked, with ingestion rules).
 POPULATION_FIELDS: list[dict[str, Any]] = [
@@ -167,3 +176,13 @@ def data_world(db: Database, tmp_path: Path) -> DataWorld:
     with db.session() as s:
         tree = build_data_world(s)
     return DataWorld(db=db, tree=tree, tmp=tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_earlier_datasets() -> Iterator[None]:
+    """Each test starts without dataset files: the data dir lives as long as the test process,
+    and a dataset name and version the next test reuses must meet neither the last test's
+    files (a leftover staging folder) nor the shared engine's cached Parquet footers of them."""
+    service.engine().close()
+    shutil.rmtree(get_settings().data_dir / "datasets", ignore_errors=True)
+    yield

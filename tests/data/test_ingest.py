@@ -74,6 +74,38 @@ def test_id_number_check_digit_in_python_and_sql_agree() -> None:
     assert sum(1 for _, ok in res.rows if ok) == 300
 
 
+def test_id_number_sql_on_the_calendar_and_the_check_character() -> None:
+    """Every day of leap and common years (1900, 2000, 2023, 2024), days 29–31 of every
+    month, lowercase x, and shapes that cast to a number but are no ID."""
+    rnd = random.Random(11)
+    values = [
+        "",
+        "abc",
+        "+10105194912310021",
+        "1e1051949123100211",
+        "11010519491231002 ",
+        "1101051949123100211",
+    ]
+    for year in (1900, 2000, 2023, 2024, 1800, 2099):
+        for month in range(1, 13):
+            for day in (1, 28, 29, 30, 31):
+                body = f"{rnd.randint(110000, 659999)}{year}{month:02d}{day:02d}{rnd.randint(0, 999):03d}"
+                good = body + _check_digit(body)
+                values += [
+                    good,
+                    good.lower(),
+                    body + rnd.choice([c for c in "0123456789Xx" if c.upper() != good[-1]]),
+                ]
+    con_values = ", ".join(eng.literal(v) for v in values)
+    res = service.engine().run_sql(
+        f"SELECT v, {eng.id_number_sql('v')} AS ok FROM (SELECT unnest([{con_values}]) AS v)",
+        {},
+        max_rows=5000,
+    )
+    assert {v: bool(ok) for v, ok in res.rows} == {v: eng.id_number_valid(v) for v in values}
+    assert 0 < sum(1 for _, ok in res.rows if ok) < len(values)
+
+
 def test_bad_rows_are_kept_aside_with_line_numbers_and_reasons(population: DataWorld) -> None:
     good = POPULATION_ROWS
     text = csv_bytes(good[:1]).decode()

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import duckdb.func
 
 from civicgrid.core.errors import Invalid
 
@@ -277,31 +280,39 @@ def mask_sql(expr: str, kind: str, salt: str = "") -> str:
 ID_SHAPE = r"\d{6}(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
 
 
-def id_prefix_sql(v: str) -> str:
-    """The first 17 digits of a well-shaped ID number as a BIGINT (NULL otherwise)."""
-    return (
-        f"CASE WHEN regexp_full_match({v}, {literal(ID_SHAPE)}) THEN CAST(substr({v}, 1, 17) AS BIGINT) END"
-    )
+def id_value_sql(v: str, shape: str = "", number: str = "") -> str:
+    """A well-shaped ID number as one BIGINT, 11 × its first 17 digits + its check value
+    (X = 10); NULL otherwise. `shape` and `number` may name columns already holding
+    `regexp_full_match(v, ID_SHAPE)` and `TRY_CAST(v AS BIGINT)` (each computed once)."""
+    s = shape or f"regexp_full_match({v}, {literal(ID_SHAPE)})"
+    n = number or f"TRY_CAST({v} AS BIGINT)"
+    # An ID ending in a digit is the number n = 10 p + c, and 11 p + c = n + n // 10.
+    return f"CASE WHEN {s} THEN coalesce({n} + {n} // 10, CAST(left({v}, 17) AS BIGINT) * 11 + 10) END"
 
 
-def id_number_sql(v: str, prefix: str = "") -> str:
+def id_number_sql(v: str, value: str = "") -> str:
     """TRUE when the VARCHAR expression `v` is a valid 18-digit 身份证号 (GB 11643-1999):
     17 digits, a real birth date at 7–14, and the check character: the weighted digit sum
     (weights 7,9,10,5,8,4,2,1,6,3,7,9,10,5,8,4,2) plus the check value (X = 10) is 1 mod 11,
-    which is the same as looking the sum up in "10X98765432". `prefix` may name a column
-    holding `id_prefix_sql(v)` (computed once). Everything is integer arithmetic on that
-    prefix — digits, the calendar (leap years included) — since string slicing and strptime
-    per row cost more than the whole rest of the check."""
-    n = prefix or f"({id_prefix_sql(v)})"
-    total = " + ".join(f"{w} * (({n} // {10 ** (16 - i)}) % 10)" for i, w in enumerate(ID_WEIGHTS))
-    year, month, day = f"(({n} // 10000000) % 10000)", f"(({n} // 100000) % 100)", f"(({n} // 1000) % 100)"
-    leap = f"CAST({year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0) AS INTEGER)"
-    # The shape already bounds month (01–12) and day (01–31); days in a month other than
-    # February: 31 for odd months up to July and even ones from August, else 30.
-    days = f"CASE WHEN {month} = 2 THEN 28 + {leap} ELSE 30 + ({month} + {month} // 8) % 2 END"
-    last = f"substr({v}, 18, 1)"
-    check = f"CASE WHEN {last} IN ('X', 'x') THEN 10 ELSE ascii({last}) - 48 END"
-    return f"({n} IS NOT NULL AND {day} <= {days} AND ({total} + {check}) % 11 = 1)"
+    which is the same as looking the sum up in "10X98765432". `value` may name a column
+    holding `id_value_sql(v)` (computed once).
+
+    Integer arithmetic on that value h = 11 p + c, with few operations, since each costs
+    about as much per row as the rest of a load's casts: with r_j = p // 10^j = h // (11·10^j),
+    digit j (from the right) of p is r_j − 10 r_(j+1), and its weight 2^(j+1) mod 11; summed,
+    the weighted sum is 2 r_0 − 8 Σ 2^j r_j, so sum + c ≡ 2 r_0 + Σ (3·2^j mod 11) r_j + h
+    (mod 11): 17 divisions instead of 17 digit extractions. The calendar reads month and day
+    (mmdd) at once; the shape already bounds month (01–12) and day (01–31)."""
+    h = value or f"({id_value_sql(v)})"
+
+    def r(j: int) -> str:
+        return f"({h} // {11 * 10**j})"
+
+    total = " + ".join([f"2 * {r(0)}", *(f"{3 * 2**j % 11} * {r(j)}" for j in range(1, 17)), h])
+    mmdd, year = f"({r(3)} % 10000)", f"({r(7)} % 10000)"
+    leap = f"({year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0))"
+    real_date = f"CASE WHEN {mmdd} = 229 THEN {leap} ELSE {mmdd} NOT IN (230, 231, 431, 631, 931, 1131) END"
+    return f"({h} IS NOT NULL AND {real_date} AND ({total}) % 11 = 1)"
 
 
 def id_number_valid(value: str) -> bool:
@@ -339,9 +350,9 @@ def _bound_literal(col: ColumnSpec, value: float | str) -> str:
     return repr(float(value))
 
 
-def _checks(col: ColumnSpec, raw: str, typed: str, id_prefix: str = "") -> list[tuple[str, str]]:
+def _checks(col: ColumnSpec, raw: str, typed: str, id_value: str = "") -> list[tuple[str, str]]:
     """(rule code, SQL that is TRUE when the value passes) for one column; `typed` names the
-    column's typed value, `id_prefix` its `id_prefix_sql` helper column."""
+    column's typed value, `id_value` its `id_value_sql` helper column."""
     r = col.rules
     tests: list[tuple[str, str]] = []
     if col.type != "string":
@@ -357,7 +368,7 @@ def _checks(col: ColumnSpec, raw: str, typed: str, id_prefix: str = "") -> list[
     if r.date_format:
         tests.append(("date", f"try_strptime({raw}, {literal(r.date_format)}) IS NOT NULL"))
     if r.id_number:
-        tests.append(("id_number", id_number_sql(raw, id_prefix) if id_prefix else id_number_sql(raw)))
+        tests.append(("id_number", id_number_sql(raw, id_value)))
     if r.mobile:
         tests.append(("mobile", f"regexp_full_match({raw}, {literal(MOBILE_RE)})"))
     # An empty value passes every rule but not_null; a rule that cannot be evaluated fails.
@@ -398,6 +409,120 @@ def _error_text(exc: Exception, data_dir: Path) -> str:
     """DuckDB's message, first line, without local paths."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return first.replace(str(data_dir.resolve()), "").replace(str(data_dir), "")
+
+
+#: Rejects a parallel CSV load holds in memory; beyond it the load is redone in one pass,
+#: which keeps any number of rejects in SQL.
+_PARALLEL_REJECT_LIMIT = 200_000
+
+
+class _CheckPlan:
+    """The SQL of a load's checks: raw text → typed values and helper columns → one flag per
+    rule (after the ID helpers they need) → `_ok`; layers so each cast is computed once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: Source,
+        columns: Sequence[ColumnSpec],
+        header: Sequence[str],
+        cluster_by: Sequence[str],
+    ) -> None:
+        self.source, self.columns, self.header = source, list(columns), list(header)
+        raw_names = [c.source or c.name for c in columns]
+        self.reader = engine._reader_sql(
+            source, columns=[*raw_names, *([source.line_column] if source.line_column else [])]
+        )
+        # CSV gives NULL for an empty field already; JSON may hold "" — make it NULL too.
+        blank = source.format != "csv"
+        self.select_raw = ", ".join(
+            (f"NULLIF({ident(r)}, '')" if blank else ident(r)) + f" AS {ident(f'_r{i}')}"
+            for i, r in enumerate(raw_names)
+        )
+        #: Every column of the file, in its order (a reject's line is rebuilt from them).
+        self.select_fields = ", ".join(f"{ident(h)} AS {ident(f'_f{j}')}" for j, h in enumerate(header))
+        self.line_expr = (
+            f"CAST({ident(source.line_column)} AS BIGINT)"
+            if source.line_column
+            else ("ordinality + 1" if source.format == "csv" and source.header else "ordinality")
+        )
+        self.typed_cols: list[str] = []
+        self.helpers: list[str] = []  # computed from typed_cols, used by the flags
+        self.flags: list[str] = []
+        reasons: list[str] = []
+        for i, col in enumerate(columns):
+            raw = ident(f"_r{i}")
+            self.typed_cols.append(f"{_typed_sql(raw, col)} AS {ident(col.name)}")
+            if col.rules.id_number:
+                shape, number = ident(f"_ids{i}"), ident(f"_idn{i}")
+                self.typed_cols.append(f"regexp_full_match({raw}, {literal(ID_SHAPE)}) AS {shape}")
+                self.typed_cols.append(f"TRY_CAST({raw} AS BIGINT) AS {number}")
+                self.helpers.append(f"{id_value_sql(raw, shape, number)} AS {ident(f'_id{i}')}")
+            for code, ok in _checks(col, raw, ident(col.name), ident(f"_id{i}")):
+                flag = ident(f"_ok{len(self.flags)}")
+                self.flags.append(f"{ok} AS {flag}")
+                reasons.append(f"CASE WHEN NOT {flag} THEN {literal(col.name + ':' + code)} END")
+        self.all_ok = " AND ".join(ident(f"_ok{k}") for k in range(len(self.flags))) or "TRUE"
+        self.reason_text = f"concat_ws('|', {', '.join(reasons)})" if reasons else "''"
+        self.raw_json = (
+            "to_json(struct_pack("
+            + ", ".join(f"{ident(c.name)} := {ident(f'_r{i}')}" for i, c in enumerate(columns))
+            + "))"
+        )
+        self._source_index = [self.header.index(r) for r in raw_names]
+        # Only the valid rows' order matters; rejects are ordered by line when collected.
+        self.order = (
+            " ORDER BY " + ", ".join(f"{ident(c)} NULLS LAST" for c in cluster_by) if cluster_by else ""
+        )
+        self.names = ", ".join(ident(c.name) for c in columns)
+        self.raws = ", ".join(ident(f"_r{i}") for i in range(len(columns)))
+
+    def raw_json_of(self, field_expr: Callable[[int], str]) -> str:
+        """`_raw` built from the file's columns: `field_expr(j)` is column j's raw text."""
+        return (
+            "to_json(struct_pack("
+            + ", ".join(
+                f"{ident(c.name)} := {field_expr(j)}"
+                for c, j in zip(self.columns, self._source_index, strict=True)
+            )
+            + "))"
+        )
+
+    def checked(self, *, numbered: bool) -> str:
+        """Rows with `_ok` and their raw columns; `numbered`: with `_line` (one thread)."""
+        typed = ", ".join(self.typed_cols)
+        if numbered:
+            inner = (
+                f"SELECT _line, {self.raws}, {typed} FROM ("
+                f"SELECT {self.line_expr} AS _line, {self.select_raw} FROM {self.reader} WITH ORDINALITY)"
+            )
+        else:
+            fields = ", ".join(ident(f"_f{j}") for j in range(len(self.header)))
+            inner = (
+                f"SELECT {self.raws}, {fields}, {typed} FROM ("
+                f"SELECT {self.select_raw}, {self.select_fields} FROM {self.reader})"
+            )
+        flags = "".join(", " + f for f in self.flags)
+        if self.helpers:
+            inner = f"SELECT *, {', '.join(self.helpers)} FROM ({inner})"
+        return f"SELECT *, ({self.all_ok}) AS _ok FROM (SELECT *{flags} FROM ({inner}))"
+
+
+class _RejectCollector:
+    """Called by DuckDB (from any of its threads) once per rejected record of a parallel
+    load: keeps (thread, reasons, the record's fields); fails the query past `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows: list[tuple[int, str, list[str | None]]] = []
+        self.overflow = False
+
+    def __call__(self, reasons: str, values: list[str | None]) -> bool:
+        if len(self.rows) >= self.limit:
+            self.overflow = True
+            raise RuntimeError("too many rejects for a parallel load")
+        self.rows.append((threading.get_ident(), reasons, values))
+        return False
 
 
 class Engine:
@@ -531,21 +656,24 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         cluster_by: Sequence[str] = (),
     ) -> LoadResult:
-        """Read `source`, cast and check every column in one pass, and write into `staging`:
-        valid rows as `data/*.parquet` (typed, with the hidden `_line`) and rejected rows as
-        `rejected/*.parquet` (line, reason codes "field:rule", raw values), never dropped.
+        """Read `source`, cast and check every column, and write into `staging`: valid rows
+        as `data/*.parquet` (typed, in the file's order, with the hidden `_line`) and rejected
+        rows as `rejected/*.parquet` (line, reason codes "field:rule", raw values), never dropped.
 
         `cluster_by`: columns the valid rows are sorted by as they are written, so each row
         group's min/max statistics cover a narrow range and filtered reads on them skip the
         rest (a 10M-row filtered read: ~7× faster). It costs the load a sort (about twice the
         write's CPU), so it is opt-in per dataset.
 
+        A CSV file is read and checked on every thread (`_load_csv`); the line numbers of its
+        rejects are found afterwards. Other sources (and a CSV whose parallel load gives up)
+        take one pass that numbers records as it reads, on one thread.
+
         Malformed CSV lines (wrong column count, bad quoting) are rejected with reason
         "row:malformed". Raises Invalid when the file cannot be read at all or lacks a column;
         `progress(rows_read)` is called about twice a second."""
         started = time.monotonic()
         con = self._writer()
-        watcher: _ProgressWatcher | None = None
         try:
             header = self._source_columns(con, source)
             missing = [c.source or c.name for c in columns if (c.source or c.name) not in header]
@@ -555,87 +683,159 @@ class Engine:
                     fields=", ".join(missing),
                     found=", ".join(header) or "-",
                 )
-            raw_names = [c.source or c.name for c in columns]
-            reader = self._reader_sql(
-                source, columns=[*raw_names, *([source.line_column] if source.line_column else [])]
-            )
-            # CSV gives NULL for an empty field already; JSON may hold "" — make it NULL too.
-            blank = source.format != "csv"
-            select_raw = ", ".join(
-                (f"NULLIF({ident(r)}, '')" if blank else ident(r)) + f" AS {ident(f'_r{i}')}"
-                for i, r in enumerate(raw_names)
-            )
-            line_expr = (
-                f"CAST({ident(source.line_column)} AS BIGINT)"
-                if source.line_column
-                else ("ordinality + 1" if source.format == "csv" and source.header else "ordinality")
-            )
-            # Three layers so each cast is computed once: raw text → typed values and helper
-            # columns → one flag per rule; then the row is valid when every flag is.
-            typed_cols: list[str] = []
-            flags: list[str] = []
-            reasons: list[str] = []
-            for i, col in enumerate(columns):
-                raw = ident(f"_r{i}")
-                typed_cols.append(f"{_typed_sql(raw, col)} AS {ident(col.name)}")
-                if col.rules.id_number:
-                    typed_cols.append(f"{id_prefix_sql(raw)} AS {ident(f'_id{i}')}")
-                for code, ok in _checks(col, raw, ident(col.name), ident(f"_id{i}")):
-                    flag = ident(f"_ok{len(flags)}")
-                    flags.append(f"{ok} AS {flag}")
-                    reasons.append(f"CASE WHEN NOT {flag} THEN {literal(col.name + ':' + code)} END")
-            all_ok = " AND ".join(ident(f"_ok{k}") for k in range(len(flags))) or "TRUE"
-            raw_json = (
-                "to_json(struct_pack("
-                + ", ".join(f"{ident(c.name)} := {ident(f'_r{i}')}" for i, c in enumerate(columns))
-                + "))"
-            )
-            reason_text = f"concat_ws('|', {', '.join(reasons)})" if reasons else "''"
             known = {c.name for c in columns}
             for c in cluster_by:
                 if c not in known:
                     raise Invalid("Unknown field {field}.", field=c, error_code="unknown_field")
-            # Only the valid rows' order matters; rejects are ordered by line when collected.
-            order = (
-                " ORDER BY " + ", ".join(f"{ident(c)} NULLS LAST" for c in cluster_by) if cluster_by else ""
-            )
-            names = ", ".join(ident(c.name) for c in columns)
-            raws = ", ".join(ident(f"_r{i}") for i in range(len(columns)))
+            plan = _CheckPlan(self, source, columns, header, cluster_by)
+            if source.format == "csv" and not source.line_column and self.threads > 1:
+                result = self._load_csv(con, plan, staging, progress, started)
+                if result is not None:
+                    return result
+                con.close()
+                con = self._writer()
+                for leftover in (staging / "out", staging / "data", staging / "rejected"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             sql = f"""
 COPY (
-  SELECT CASE WHEN NOT _ok THEN _line END AS _line, {names},
-         CASE WHEN NOT _ok THEN {reason_text} END AS _reasons,
-         CASE WHEN NOT _ok THEN {raw_json} END AS _raw,
+  SELECT CASE WHEN NOT _ok THEN _line END AS _line, {plan.names},
+         CASE WHEN NOT _ok THEN {plan.reason_text} END AS _reasons,
+         CASE WHEN NOT _ok THEN {plan.raw_json} END AS _raw,
          _ok
-  FROM (
-    SELECT *, ({all_ok}) AS _ok FROM (
-      SELECT *{"".join(", " + f for f in flags)} FROM (
-        SELECT _line, {raws}, {", ".join(typed_cols)} FROM (
-          SELECT {line_expr} AS _line, {select_raw} FROM {reader} WITH ORDINALITY
-        )
-      )
-    )
-  ){order}
+  FROM ({plan.checked(numbered=True)}){plan.order}
 ) TO {literal(str(staging / "out"))} (FORMAT parquet, PARTITION_BY (_ok), OVERWRITE_OR_IGNORE)
 """
             if cluster_by:
                 # The writer keeps the ORDER BY only while insertion order is preserved.
                 con.execute("SET preserve_insertion_order = true")
-            if progress:
-                watcher = _ProgressWatcher(con, progress, source.estimated_rows or _estimate_rows(source))
-                watcher.start()
+            self._run_copy(con, sql, source, progress)
+            return self._collect(con, source, columns, staging, header, started)
+        finally:
+            con.close()
+
+    def _run_copy(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        source: Source,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        watcher: _ProgressWatcher | None = None
+        if progress:
+            watcher = _ProgressWatcher(con, progress, source.estimated_rows or _estimate_rows(source))
+            watcher.start()
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:
+            raise Invalid(
+                "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
+            ) from exc
+        finally:
+            if watcher:
+                watcher.stop()
+
+    def _load_csv(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        plan: _CheckPlan,
+        staging: Path,
+        progress: Callable[[int], None] | None,
+        started: float,
+    ) -> LoadResult | None:
+        """The parallel load of a CSV file; None when it gives up (the caller then takes the
+        one-pass, one-thread load, which handles everything).
+
+        Pass 1 reads and checks on every thread, without record numbers, and writes the valid
+        rows in the file's order; each rejected record goes to `_RejectCollector` (a Python
+        function DuckDB calls from the filter for failing rows only). Then the rejects' lines:
+        in a file without quote characters a record is a line, so each reject is found by its
+        text (`_find_lines`, byte search); otherwise, or when a line is malformed, a second
+        read numbers records on one thread (`_number_rejects`), reading only, which is much
+        cheaper than checking and writing on one thread."""
+        source = plan.source
+        collector = _RejectCollector(limit=_PARALLEL_REJECT_LIMIT)
+        con.create_function(
+            "cg_reject",
+            collector,
+            ["VARCHAR", "VARCHAR[]"],
+            "BOOLEAN",
+            null_handling=duckdb.func.SPECIAL,
+            side_effects=True,
+        )
+        fields = ", ".join(ident(f"_f{j}") for j in range(len(plan.header)))
+        valid_dir = staging / "out" / "_ok=true"
+        valid_dir.mkdir(parents=True)
+        # The filter calls cg_reject only for rows that fail (`_ok` is never NULL), and a
+        # volatile function keeps the checks from being pushed into the reader.
+        sql = f"""
+COPY (
+  SELECT CAST(NULL AS BIGINT) AS _line, {plan.names}, CAST(NULL AS VARCHAR) AS _reasons,
+         CAST(NULL AS JSON) AS _raw
+  FROM ({plan.checked(numbered=False)})
+  WHERE _ok OR cg_reject({plan.reason_text}, [{fields}]){plan.order}
+) TO {literal(str(valid_dir / "data_0.parquet"))} (FORMAT parquet)
+"""
+        con.execute("SET preserve_insertion_order = true")  # the file's order, on every thread
+        try:
+            self._run_copy(con, sql, source, progress)
+        except Invalid:
+            if collector.overflow:
+                return None  # too many rejects to hold: the one-pass load keeps them in SQL
+            raise
+        malformed = 0
+        with contextlib.suppress(duckdb.Error):
+            malformed = self._scalar(con, "SELECT count(*) FROM reject_errors")
+        if not collector.rows and not malformed:
+            return self._collect(con, source, plan.columns, staging, plan.header, started)
+        rej_dir = staging / "out" / "_ok=false"
+        rej_dir.mkdir(parents=True)
+        listing = staging / "rejects.ndjson"
+        lines = None if malformed else _find_lines(source, plan.header, collector.rows)
+        with listing.open("w", encoding="utf-8") as fp:
+            for i, (_thread, reasons, values) in enumerate(collector.rows):
+                line = lines[i] if lines else None
+                fp.write(json.dumps({"l": line, "r": reasons, "v": values}, ensure_ascii=False) + "\n")
+        collector.rows.clear()
+        listing_sql = (
+            f"read_json({literal(str(listing))}, format = 'newline_delimited', "
+            "columns = {'l': 'BIGINT', 'r': 'VARCHAR', 'v': 'VARCHAR[]'})"
+        )
+        raw_json = plan.raw_json_of(lambda j: f"v[{j + 1}]")
+        if lines:
+            con.execute(
+                f"COPY (SELECT l AS _line, r AS _reasons, {raw_json} AS _raw FROM {listing_sql}) "
+                f"TO {literal(str(rej_dir / 'data_0.parquet'))} (FORMAT parquet)"
+            )
+            result = self._collect(con, source, plan.columns, staging, plan.header, started, final_lines=True)
+            listing.unlink()
+            return result
+        # A second connection: its reader's reject_errors number malformed records as the
+        # one-pass load's do (one thread, by record).
+        con2 = self._writer()
+        try:
+            con2.execute(f"CREATE TEMP TABLE _listing AS SELECT DISTINCT r, v FROM {listing_sql}")
+            on = " AND ".join(
+                f"f.{ident(f'_f{j}')} IS NOT DISTINCT FROM j.v[{j + 1}]" for j in range(len(plan.header))
+            )
+            file_raw = plan.raw_json_of(lambda j: f"f.{ident(f'_f{j}')}")
+            reader = self._reader_sql(source, columns=plan.header)
+            sql = f"""
+COPY (
+  SELECT f._line, j.r AS _reasons, {file_raw} AS _raw
+  FROM (SELECT {plan.line_expr} AS _line, {plan.select_fields} FROM {reader} WITH ORDINALITY) f
+  JOIN _listing j ON {on}
+) TO {literal(str(rej_dir / "data_0.parquet"))} (FORMAT parquet)
+"""
             try:
-                con.execute(sql)
+                con2.execute(sql)
             except duckdb.Error as exc:
                 raise Invalid(
                     "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
                 ) from exc
-            finally:
-                if watcher:
-                    watcher.stop()
-            return self._collect(con, source, columns, staging, header, started)
+            listing.unlink()
+            return self._collect(con2, source, plan.columns, staging, plan.header, started)
         finally:
-            con.close()
+            con2.close()
 
     def _source_columns(self, con: duckdb.DuckDBPyConnection, source: Source) -> list[str]:
         try:
@@ -654,9 +854,11 @@ COPY (
         staging: Path,
         header: list[str],
         started: float,
+        final_lines: bool = False,
     ) -> LoadResult:
         """Move the partitions into data/, write rejected/ (rule rejects and malformed lines,
-        by line of the file) and count quality — all by queries, whatever the number of rejects."""
+        by line of the file) and count quality — all by queries, whatever the number of rejects.
+        `final_lines`: the rejects' `_line` are lines of the file already, not record numbers."""
         out = staging / "out"
         data_dir, rej_dir = staging / "data", staging / "rejected"
         data_dir.mkdir(exist_ok=True)
@@ -691,7 +893,7 @@ COPY (
                     "INSERT INTO _malformed SELECT line, left(arg_min(csv_line, byte_position), 2000), "
                     "left(arg_min(error_message, byte_position), 300) FROM reject_errors GROUP BY line"
                 )
-        shift = source.format == "csv" and not source.line_column
+        shift = source.format == "csv" and not source.line_column and not final_lines
         if shift:
             # The k-th record the reader passed on is record k plus the malformed records
             # before it: an ASOF join on each malformed record's threshold (its number less
@@ -1234,6 +1436,83 @@ class _LineMap:
                     out[record] = start
                 start = reader.line_num + 1
         return out
+
+
+def _find_lines(
+    source: Source, header: Sequence[str], rejects: Sequence[tuple[int, str, list[str | None]]]
+) -> list[int] | None:
+    """The line of each reject of a parallel CSV load, found by its text; None when the file
+    is not one where that is exact (the caller then numbers records with DuckDB).
+
+    Exact because, in a file without quote characters, each record is one line whose text is
+    its fields joined by the delimiter, and equal lines are equal records with equal verdicts:
+    so the lines equal to a reject's text (never the header) are exactly the rejects with that
+    text. Each DuckDB thread reads its part of the file front to back, so the rejects one
+    thread reported are searched for in that order, each from where the last one was found; a
+    reject not found that way, or two found on the same line, gives up."""
+    if len(header) < 2:
+        return None  # one column: an empty line might be a record
+    delim = (source.delimiter or detect_delimiter(source.path)).encode()
+    if len(delim) != 1:
+        return None
+    with source.path.open("rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if not size:
+            return None
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm.find(b'"') >= 0:
+                return None
+            if mm.find(b"\r") >= 0 and not _only_crlf(mm):
+                return None  # a lone carriage return may end a record
+            first = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
+            if source.header:
+                first = mm.find(b"\n", first) + 1  # the header line is never a reject
+                if first == 0:
+                    return None
+
+            def ends_line(end: int) -> bool:
+                return end == size or mm[end : end + 1] == b"\n" or mm[end : end + 2] == b"\r\n"
+
+            def find(text: bytes, start: int) -> int:
+                """The start of the first line at or after `start` that is `text`."""
+                if start <= first and mm[first : first + len(text)] == text and ends_line(first + len(text)):
+                    return first
+                needle = b"\n" + text
+                at = max(start, first, 1) - 1
+                while (at := mm.find(needle, at)) >= 0:
+                    if ends_line(at + len(needle)):
+                        return at + 1
+                    at += 1
+                return -1
+
+            starts: list[int] = [0] * len(rejects)
+            cursor: dict[int, int] = {}
+            for i, (thread, _reasons, values) in enumerate(rejects):
+                text = delim.join(b"" if v is None else v.encode() for v in values)
+                at = find(text, cursor.get(thread, first))
+                if at < 0:
+                    return None
+                starts[i] = at
+                cursor[thread] = at + len(text) + 1
+            if len(set(starts)) != len(starts):
+                return None
+            # Line numbers: newlines before each start, counted once front to back.
+            lines: dict[int, int] = {}
+            line, last = 1, 0
+            for at in sorted(starts):
+                line += mm[last:at].count(b"\n")
+                lines[at], last = line, at
+            return [lines[at] for at in starts]
+
+
+def _only_crlf(mm: mmap.mmap) -> bool:
+    """Every carriage return in the file is the first half of a CRLF line end."""
+    step = 1 << 24
+    for at in range(0, len(mm), step):
+        chunk = mm[at : at + step + 1]  # one byte more: a CRLF across the chunk's end
+        if chunk.count(b"\r", 0, step) != chunk.count(b"\r\n"):
+            return False
+    return True
 
 
 def _physical_lines(path: Path) -> int:
