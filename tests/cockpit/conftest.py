@@ -62,7 +62,10 @@ def _due_in(s: Any, number: str, hours: float) -> None:
         .values(handle_due_at=utcnow() + timedelta(hours=hours))
         .execution_options(synchronize_session=False)
     )
-    s.expire_all()
+    # Only the events: the tree's regions must stay loaded for the tests after the session ends.
+    for obj in list(s.identity_map.values()):
+        if isinstance(obj, Event):
+            s.expire(obj)
 
 
 def _dataset(s: Any, admin: Actor, name: str, title: str, owner: str, calls: int, rows: int) -> None:

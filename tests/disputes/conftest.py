@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -102,3 +104,9 @@ def raises(kind: Any, text: str) -> Iterator[Any]:
     with pytest.raises(kind) as info:
         yield info
     assert text in english(info.value), english(info.value)
+
+
+def held_now() -> str:
+    """A mediation round "just held", in China time: rounds may not lie in the future nor long
+    before the case was registered (which the tests do now), so no fixed date keeps working."""
+    return datetime.now(ZoneInfo("Asia/Shanghai")).isoformat(timespec="seconds")

@@ -9,7 +9,7 @@ import pytest
 from civicgrid.core.errors import NotFound, PermissionDenied
 from civicgrid.disputes import service, stats
 from civicgrid.events import stats as event_stats
-from tests.disputes.conftest import APPLICANT, RESPONDENT, register, step
+from tests.disputes.conftest import APPLICANT, RESPONDENT, held_now, register, step
 from tests.factories import login_headers
 
 ID_CLEAR, PHONE_CLEAR = APPLICANT["id_number"], APPLICANT["phone"]
@@ -64,7 +64,7 @@ def test_the_agreement_pdf_is_only_for_readers_who_may_see_the_parties(world):
             "t_mediator",
             number,
             "record_round",
-            held_at="2026-11-25T08:00:00+08:00",
+            held_at=held_now(),
             place="调解室",
             attendees="双方",
             minutes="调解",

@@ -8,7 +8,7 @@ import io
 from pypdf import PdfReader
 from sqlalchemy import text
 
-from tests.disputes.conftest import APPLICANT, RESPONDENT
+from tests.disputes.conftest import APPLICANT, RESPONDENT, held_now
 from tests.factories import login_headers
 
 
@@ -45,7 +45,7 @@ def test_intake_to_agreement_pdf_through_the_api(world, client):
         headers=h,
         json={
             "version": d["version"],
-            "held_at": "2026-11-25T09:30:00+08:00",
+            "held_at": held_now(),
             "place": "镇矛调中心",
             "attendees": "张三、李四",
             "minutes": "双方同意分期还款",
@@ -113,7 +113,7 @@ def test_statistics_routes(world, client):
         f"/api/v1/disputes/{number}/record_round",
         headers=h,
         json={
-            "held_at": "2026-11-25T09:30:00+08:00",
+            "held_at": held_now(),
             "place": "室",
             "attendees": "甲乙",
             "minutes": "记",

@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import text
 
-from tests.disputes.conftest import register, step
+from tests.disputes.conftest import held_now, register, step
 from tests.factories import PASSWORD
 
 
@@ -54,7 +54,7 @@ def test_intake_case_page_and_steps_in_chinese(world, client):
         f"/disputes/{number}/act/record_round",
         data={
             "csrf_token": csrf,
-            "held_at": "2026-11-25T08:30",
+            "held_at": held_now()[:16],
             "place": "镇矛调中心",
             "attendees": "张三、李四",
             "minutes": "双方同意维修",

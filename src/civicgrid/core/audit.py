@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, Select, String, Table, Text, insert, select, text
+from sqlalchemy import ForeignKey, Index, Integer, Select, String, Table, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
-from civicgrid.core.db import Base, utcnow
+from civicgrid.core.db import Base, insert_many, utcnow
 from civicgrid.core.masking import mask_record
 
 GENESIS = "0" * 64
@@ -142,11 +142,11 @@ def record_many(session: Session, entries: list[Entry]) -> list[AuditRecord]:
         )
         rec.hash = prev = _digest(rec)
         records.append(rec)
-    # A Core executemany on the session's connection, not a flush: the unit of work (and every
-    # flush listener) would cost more than the rows. Rows are inserted in order, so ids grow
-    # along the chain as `verify` expects.
+    # One INSERT on the session's connection, not a flush: the unit of work (and every flush
+    # listener) would cost more than the rows. Rows are inserted in order, so ids grow along
+    # the chain as `verify` expects.
     columns = [c.key for c in table.columns if c.key != "id"]
-    conn.execute(insert(table), [{k: getattr(rec, k) for k in columns} for rec in records])
+    insert_many(conn, table, [{k: getattr(rec, k) for k in columns} for rec in records])
     return records
 
 

@@ -7,7 +7,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, func, insert, select, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    TextClause,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -143,7 +157,7 @@ def insert_rows(session: Session, model: type[M], rows: Sequence[Mapping[str, An
     full = [_full_row(table, r) for r in rows]
     if not full:
         return []
-    session.connection().execute(insert(table), full)
+    insert_many(session.connection(), table, full)
     out = []
     for row in full:
         obj = model(**row)
@@ -151,6 +165,62 @@ def insert_rows(session: Session, model: type[M], rows: Sequence[Mapping[str, An
         session.add(obj)
         out.append(obj)
     return out
+
+
+def insert_many(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, add_on_conflict: Sequence[str] = ()
+) -> None:
+    """INSERT rows (all with the same keys) in one statement. On PostgreSQL the statement reads
+    one array per column (`unnest`): its text never changes with the number of rows, so it is
+    prepared once per connection and runs as one executor pass, where an executemany runs a
+    statement per row and a multi-row VALUES is parsed anew for each size. Elsewhere an
+    executemany. `add_on_conflict`: counter columns; a row whose other columns match an
+    existing row's unique key adds its counters to that row instead."""
+    if not rows:
+        return
+    names = list(rows[0])
+    keys = [n for n in names if n not in add_on_conflict]
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        stmt: Any = insert(table)
+        if add_on_conflict:
+            ins = sqlite_insert(table)
+            stmt = ins.on_conflict_do_update(
+                index_elements=keys, set_={c: table.c[c] + ins.excluded[c] for c in add_on_conflict}
+            )
+        conn.execute(stmt, [dict(r) for r in rows])
+        return
+    params = {}
+    for i, name in enumerate(names):
+        process = table.c[name].type.bind_processor(dialect)
+        values = [r[name] for r in rows]
+        params[f"c{i}"] = [process(v) for v in values] if process else values
+    conn.execute(_unnest_insert(table, tuple(names), tuple(add_on_conflict), dialect), params)
+
+
+_UNNEST: dict[tuple[str, tuple[str, ...], tuple[str, ...]], TextClause] = {}
+
+
+def _unnest_insert(
+    table: Table, names: tuple[str, ...], counters: tuple[str, ...], dialect: Any
+) -> TextClause:
+    key = (table.name, names, counters)
+    if key not in _UNNEST:
+        arrays = ", ".join(
+            f"CAST(:c{i} AS {table.c[n].type.compile(dialect=dialect)}[])" for i, n in enumerate(names)
+        )
+        cols = ", ".join(names)
+        # WITH ORDINALITY … ORDER BY: rows (and the ids their defaults draw) in the given order
+        sql = (
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS u({cols}, _n) ORDER BY _n"
+        )
+        if counters:
+            keys = ", ".join(n for n in names if n not in counters)
+            adds = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in counters)
+            sql += f" ON CONFLICT ({keys}) DO UPDATE SET {adds}"
+        _UNNEST[key] = text(sql)
+    return _UNNEST[key]
 
 
 def _full_row(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,13 +57,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import NO_VALUE
 
 from civicgrid.core.calendar import default_calendar
-from civicgrid.core.db import Base
+from civicgrid.core.db import Base, insert_many
 from civicgrid.events.models import Event, Level, State, TimelineEntry
 
 # ---- the table -------------------------------------------------------------------------------
@@ -344,21 +342,6 @@ def add_handback(
 # ---- writing deltas --------------------------------------------------------------------------
 
 
-_UPSERT: dict[str, Any] = {}
-
-
-def _upsert(dialect: str) -> Any:
-    """`INSERT … ON CONFLICT (key) DO UPDATE SET c = c + excluded.c`, built once per dialect
-    (building the expression costs more than running it)."""
-    if dialect not in _UPSERT:
-        ins = pg_insert(TABLE) if dialect == "postgresql" else sqlite_insert(TABLE)
-        excluded = ins.excluded
-        _UPSERT[dialect] = ins.on_conflict_do_update(
-            index_elements=list(KEYS), set_={c: TABLE.c[c] + excluded[c] for c in COUNTERS}
-        )
-    return _UPSERT[dialect]
-
-
 def apply(session: Session, delta: Delta) -> int:
     """Add the non-zero deltas to their rows (created when missing), in key order so concurrent
     writers lock rows in the same order. Returns the rows touched."""
@@ -369,8 +352,7 @@ def apply(session: Session, delta: Delta) -> int:
     ]
     if not rows:
         return 0
-    conn = session.connection()
-    conn.execute(_upsert(conn.dialect.name), rows)
+    insert_many(session.connection(), TABLE, rows, add_on_conflict=COUNTERS)
     return len(rows)
 
 
