@@ -286,6 +286,11 @@ def main() -> None:
             f"Ingest result: {counts[0]:,} rows loaded, {counts[1]:,} rejected (kept with line numbers). "
             f"Goal ≥ 0.80×: {'met' if ratio['ingest'] >= 0.8 else 'NOT met'} ({ratio['ingest']:.2f}×).",
             "",
+            f"CPU (all threads, medians): baseline {median(cpu['duckdb']):.1f} s, ingest "
+            f"{median(cpu['ingest']):.1f} s, so {median(cpu['duckdb']) / median(cpu['ingest']):.2f}× the "
+            "baseline's CPU speed: the wall-clock ratio above equals it only when both loads get the "
+            "same share of the cores.",
+            "",
         ]
         text = "\n".join(lines)
         print(text)

@@ -63,6 +63,7 @@ def _load(tmp: Path, content: bytes, threads: int, **source: Any) -> dict[str, A
     staging = e.staging_dir("people")
     result = e.load(eng.Source(path, "csv", **source), columns, staging, cluster_by=cluster)
     published = e.publish(staging, "people", 1)
+    assert sorted(f.name for f in (e.data_dir / published.path).iterdir()) == ["data", "rejected"]
     page = e.query(published.files, eng.QueryPlan(limit=100_000, with_total=False))
     rejected = e.read_rejected(published.path, limit=100_000)
     out = {
