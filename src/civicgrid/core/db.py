@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -171,10 +172,11 @@ def insert_many(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, add_on_conflict: Sequence[str] = ()
 ) -> None:
     """INSERT rows (all with the same keys) in one statement. On PostgreSQL the statement reads
-    one array per column (`unnest`): its text never changes with the number of rows, so it is
-    prepared once per connection and runs as one executor pass, where an executemany runs a
-    statement per row and a multi-row VALUES is parsed anew for each size. Elsewhere an
-    executemany. `add_on_conflict`: counter columns; a row whose other columns match an
+    the rows as one JSON document (`json_populate_recordset` over the table's row type): its
+    text never changes with the number of rows, so it is prepared once per connection and runs
+    as one executor pass, where an executemany runs a statement per row, a multi-row VALUES is
+    parsed anew for each size, and arrays are escaped element by element in Python. Elsewhere
+    an executemany. `add_on_conflict`: counter columns; a row whose other columns match an
     existing row's unique key adds its counters to that row instead."""
     if not rows:
         return
@@ -190,37 +192,35 @@ def insert_many(
             )
         conn.execute(stmt, [dict(r) for r in rows])
         return
-    params = {}
-    for i, name in enumerate(names):
-        process = table.c[name].type.bind_processor(dialect)
-        values = [r[name] for r in rows]
-        params[f"c{i}"] = [process(v) for v in values] if process else values
-    conn.execute(_unnest_insert(table, tuple(names), tuple(add_on_conflict), dialect), params)
+    processors = [(n, table.c[n].type.bind_processor(dialect)) for n in names]
+    document = json.dumps(
+        [{n: (p(r[n]) if p else r[n]) for n, p in processors} for r in rows],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,  # datetimes and dates in ISO form, which PostgreSQL reads back exactly
+    )
+    conn.execute(_json_insert(table, tuple(names), tuple(add_on_conflict)), {"rows": document})
 
 
-_UNNEST: dict[tuple[str, tuple[str, ...], tuple[str, ...]], TextClause] = {}
+_JSON_INSERTS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], TextClause] = {}
 
 
-def _unnest_insert(
-    table: Table, names: tuple[str, ...], counters: tuple[str, ...], dialect: Any
-) -> TextClause:
+def _json_insert(table: Table, names: tuple[str, ...], counters: tuple[str, ...]) -> TextClause:
     key = (table.name, names, counters)
-    if key not in _UNNEST:
-        arrays = ", ".join(
-            f"CAST(:c{i} AS {table.c[n].type.compile(dialect=dialect)}[])" for i, n in enumerate(names)
-        )
+    if key not in _JSON_INSERTS:
         cols = ", ".join(names)
         # WITH ORDINALITY … ORDER BY: rows (and the ids their defaults draw) in the given order
         sql = (
-            f"INSERT INTO {table.name} ({cols}) SELECT {cols} "
-            f"FROM unnest({arrays}) WITH ORDINALITY AS u({cols}, _n) ORDER BY _n"
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM ROWS FROM "
+            f"(json_populate_recordset(NULL::{table.name}, CAST(:rows AS json))) WITH ORDINALITY AS u "
+            "ORDER BY u.ordinality"
         )
         if counters:
             keys = ", ".join(n for n in names if n not in counters)
             adds = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in counters)
             sql += f" ON CONFLICT ({keys}) DO UPDATE SET {adds}"
-        _UNNEST[key] = text(sql)
-    return _UNNEST[key]
+        _JSON_INSERTS[key] = text(sql)
+    return _JSON_INSERTS[key]
 
 
 def _full_row(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
