@@ -343,9 +343,15 @@ def owners_for(session: Session, wanted: Sequence[tuple[Place, Level]]) -> list[
     pairs = {pair for candidates in choices for pair in candidates}
     if not pairs:
         return []
+    # The regions' active offices of the kinds asked for (a superset of the pairs: a few rows,
+    # and a statement whose shape does not grow with the batch).
     orgs = session.scalars(
         select(Org)
-        .where(Org.active.is_(True), or_(*((Org.region_id == r) & (Org.kind == k) for r, k in sorted(pairs))))
+        .where(
+            Org.active.is_(True),
+            Org.region_id.in_(sorted({r for r, _ in pairs})),
+            Org.kind.in_(sorted({k for _, k in pairs})),
+        )
         .order_by(Org.id)
     ).all()
     first: dict[tuple[int, OrgKind], Org] = {}
