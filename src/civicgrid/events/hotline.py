@@ -49,7 +49,9 @@ LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # 12345 exports write China Standard Time 
 FUTURE_GRACE = timedelta(minutes=5)  # the hotline centre's clock may run a little ahead of ours
 HEADER_SEARCH_ROWS = 5  # exports often put a title line above the header
 PROGRESS_SECONDS = 0.5  # how often a running job writes its progress to the database
-EXPUNGE_EVERY = 1000  # rows per chunk in the commit: bounds the session's memory on large files
+COMMIT_BATCH = (
+    500  # reports written together in the commit (receive_events); also bounds the session's memory
+)
 STALE_AFTER = timedelta(minutes=10)  # a running job silent this long died with its process
 
 
@@ -755,30 +757,38 @@ def commit(
     created: list[tuple[int, str]] = []
     failed: list[Problem] = []
     total = len(report.tickets)
-    for n, t in enumerate(report.tickets, start=1):
-        try:
-            event = service.create_event(
-                session,
-                actor,
-                category_code=t.category_code,
-                lon=t.lon,
-                lat=t.lat,
-                description=t.description,
-                channel=Channel.hotline,
-                title=t.title,
-                address=t.address,
-                reporter_name=t.reporter_name,
-                reporter_phone=t.reporter_phone,
-                external_id=t.external_id,
-                reported_at=t.reported_at,
-            )
-            created.append((t.line, event.number))
-        except AppError as exc:  # a rule the dry run could not foresee: report it, write nothing
-            failed.append(Problem(t.line, t.external_id, [(exc.message, exc.params)]))
-        if n % EXPUNGE_EVERY == 0:
-            session.expunge_all()
-        if progress and (n % 50 == 0 or n == total):
-            progress("commit", n, total)
+    for start in range(0, total, COMMIT_BATCH):
+        chunk = report.tickets[start : start + COMMIT_BATCH]
+        results = service.receive_events(
+            session,
+            [
+                service.Report(
+                    actor,
+                    category_code=t.category_code,
+                    lon=t.lon,
+                    lat=t.lat,
+                    description=t.description,
+                    channel=Channel.hotline,
+                    title=t.title,
+                    address=t.address,
+                    reporter_name=t.reporter_name,
+                    reporter_phone=t.reporter_phone,
+                    external_id=t.external_id,
+                    reported_at=t.reported_at,
+                )
+                for t in chunk
+            ],
+        )
+        for t, result in zip(chunk, results, strict=True):
+            if isinstance(result, AppError):  # a rule the dry run could not foresee: report it
+                failed.append(Problem(t.line, t.external_id, [(result.message, result.params)]))
+            else:
+                created.append((t.line, result.event.number))
+                # written: keep the session's memory flat (not expunge_all: the job stays in it)
+                session.expunge(result.event)
+                session.expunge(result.entry)
+        if progress:
+            progress("commit", min(start + COMMIT_BATCH, total), total)
     if failed:
         report.problems.extend(failed)
         report.problems.sort(key=lambda p: p.line)
