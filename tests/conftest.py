@@ -20,7 +20,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 _TMP = Path(tempfile.mkdtemp(prefix="civicgrid-test-"))
-os.environ.setdefault("CIVICGRID_DATA_DIR", str(_TMP / "data"))
+# A data dir per process: xdist workers inherit the controller's environment, and a dir set by
+# the controller (not by whoever ran pytest) must not be shared by the workers' tests.
+if os.environ.get("CIVICGRID_TEST_OWN_DATA_DIR") or "CIVICGRID_DATA_DIR" not in os.environ:
+    os.environ["CIVICGRID_DATA_DIR"] = str(_TMP / "data")
+    os.environ["CIVICGRID_TEST_OWN_DATA_DIR"] = "1"
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
 os.environ["CIVICGRID_TEST_CHEAP_PASSWORD_HASHES"] = "1"  # core/security.py: argon2 at 1 ms, not 100
 
