@@ -423,6 +423,7 @@ def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, 
             ApiToken.token_hash,
             ApiToken.expires_at,
             ApiToken.last_used_at,
+            # labelled as the Actor's fields
             User.id.label("user_id"),
             User.username,
             User.display_name,
@@ -431,7 +432,7 @@ def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, 
             Org.id.label("org_id"),
             Org.name.label("org_name"),
             regions.Region.id.label("region_id"),
-            regions.Region.path,
+            regions.Region.path.label("region_path"),
         )
         .join(User, User.id == ApiToken.user_id)
         .join(Membership, (Membership.id == ApiToken.membership_id) & (Membership.user_id == User.id))
@@ -448,22 +449,26 @@ def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, 
         # Touch at most every five minutes so reads do not turn into writes (and row locks) on every call.
         if r.last_used_at is None or now - r.last_used_at > timedelta(minutes=5):
             stale.append(r.id)
+        fields = {k: r._mapping[k] for k in _ACTOR_COLUMNS}
+        role = Role(r.role)
         out[hashes[r.token_hash]] = Actor(
-            user_id=r.user_id,
-            username=r.username,
-            display_name=r.display_name,
-            membership_id=r.membership_id,
-            org_id=r.org_id,
-            org_name=r.org_name,
-            role=str(r.role),
-            region_id=r.region_id,
-            region_path=r.path,
-            permissions=_permission_names(Role(r.role)),
-            via="token",
+            **fields, role=str(role), permissions=_permission_names(role), via="token"
         )
     if stale:
         session.execute(update(ApiToken).where(ApiToken.id.in_(stale)).values(last_used_at=now))
     return out
+
+
+_ACTOR_COLUMNS = (
+    "user_id",
+    "username",
+    "display_name",
+    "membership_id",
+    "org_id",
+    "org_name",
+    "region_id",
+    "region_path",
+)
 
 
 @cache
