@@ -10,13 +10,12 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' world builder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fresh_database
 from tests.events.conftest import build_world
 
 from civicgrid.accounts import service as accounts
@@ -68,17 +67,11 @@ def make_csv(n, seed, prefix):
     return out.getvalue().encode("utf-8-sig")
 
 
-def fresh(kind):
-    if kind == "sqlite":
-        url = f"sqlite:////tmp/{uuid.uuid4().hex}.db"
-    else:
-        name = f"hlbench_{uuid.uuid4().hex[:8]}"
-        eng = create_engine(
-            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-        )
-        with eng.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+def fresh(kind, name):
+    """An empty database of that name, made again on each call (runs do not pile up databases)."""
+    pg = "postgresql://postgres@127.0.0.1:5432/"
+    url = f"sqlite:////tmp/{name}.db" if kind == "sqlite" else pg + name
+    fresh_database(url)
     upgrade(url)
     db = Database(url)
     with db.session() as s:
@@ -90,7 +83,7 @@ def run(kind, commit_rows, dry_rows, repeats):
     tokens("预热分词词典")  # load jieba's dictionary before timing
     dry, com, base = [], [], []
     for r in range(repeats):
-        db = fresh(kind)
+        db = fresh(kind, "hlbench_import")
         p = Path(f"/tmp/dry{r}.csv")
         p.write_bytes(make_csv(dry_rows, r, "D"))
         t = time.perf_counter()
@@ -102,7 +95,7 @@ def run(kind, commit_rows, dry_rows, repeats):
         hotline.import_file(db, path=p, username="dispatcher")
         com.append(commit_rows / (time.perf_counter() - t))
         db.dispose()
-        db = fresh(kind)  # baseline on a fresh database: duplicate scans see the same
+        db = fresh(kind, "hlbench_baseline")  # a fresh database: duplicate scans see the same
         sheet = hotline.read_sheet("b.csv", make_csv(commit_rows, 200 + r, "B"))
         t = time.perf_counter()
         with db.session() as s:
