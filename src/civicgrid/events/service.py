@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from typing import cast as typed
 
 from sqlalchemy import Engine, Select, create_engine, func, literal, or_, select, text, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -637,6 +636,7 @@ def receive_event(session: Session, report: Report) -> Intake:
 class _Checked:
     """A report that passed every check, with what the checks found."""
 
+    slot: int  # the report's place in the batch (and in the result)
     report: Report
     category: Category
     rules: dict[str, Any]
@@ -651,8 +651,14 @@ class _Checked:
         r = self.report
         return Probe(self.category.id, r.lon, r.lat, f"{self.title} {self.description}", self.at, self.rules)
 
+    def counter(self) -> tuple[str, date]:
+        """Whose numbers it takes: its county's, for its local day."""
+        return self.place.county.code[:6], local_date(self.at)
 
-def _check_report(session: Session, report: Report, categories: dict[str, Category]) -> _Checked | AppError:
+
+def _check_report(
+    session: Session, slot: int, report: Report, categories: dict[str, Category]
+) -> _Checked | AppError:
     """Everything about one report that needs no write: permission, category, text, place."""
     try:
         if not report.actor.can(P.events_report):
@@ -674,7 +680,8 @@ def _check_report(session: Session, report: Report, categories: dict[str, Catego
         return exc
     title = (report.title or description[:40]).strip()
     at = report.reported_at or utcnow()
-    return _Checked(report, category, rules_of(category), place, None, at, title, description, [])  # type: ignore[arg-type]
+    owner: Org = None  # type: ignore[assignment]  # found for the whole batch next
+    return _Checked(slot, report, category, rules_of(category), place, owner, at, title, description, [])
 
 
 def _checked(results: Sequence[object]) -> list[_Checked]:
@@ -715,30 +722,29 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
     only reads comes first; the numbers and the audit chain's lock are taken last."""
     codes = {r.category_code for r in reports}
     categories = {c.code: c for c in session.scalars(select(Category).where(Category.code.in_(codes)))}
-    results: list[Intake | AppError | _Checked] = [_check_report(session, r, categories) for r in reports]
-    at = [k for k, c in enumerate(results) if isinstance(c, _Checked)]
-    owners = owners_for(session, [(c.place, Level(c.rules["start_level"])) for c in _checked(results)])
-    for k, owner in zip(at, owners, strict=True):
+    results: list[Intake | AppError | _Checked] = [
+        _check_report(session, k, r, categories) for k, r in enumerate(reports)
+    ]
+    located = _checked(results)
+    owners = owners_for(session, [(c.place, Level(c.rules["start_level"])) for c in located])
+    for c, owner in zip(located, owners, strict=True):
         if isinstance(owner, Invalid):
-            results[k] = owner
+            results[c.slot] = owner
         else:
-            typed(_Checked, results[k]).owner = owner
+            c.owner = owner
     checked = _checked(results)
-    if not checked:
-        return typed(list[Intake | AppError], results)
     for c, dups in zip(checked, duplicates_of(session, [c.probe() for c in checked]), strict=True):
         c.duplicates = dups
     # Numbers per county and day, in the reports' order.
     wanted: dict[tuple[str, date], int] = {}
     for c in checked:
-        key = (c.place.county.code[:6], local_date(c.at))
-        wanted[key] = wanted.get(key, 0) + 1
+        wanted[c.counter()] = wanted.get(c.counter(), 0) + 1
     numbers = {key: list(reversed(taken)) for key, taken in take_numbers(session, wanted).items()}
     event_ids, entry_ids = new_ids(session, [Event.__table__, TimelineEntry.__table__], len(checked))  # type: ignore[list-item]
     rows: list[dict[str, Any]] = []
     made: list[tuple[_Checked, EventRef]] = []
     for c, event_id in zip(checked, event_ids, strict=True):
-        number = numbers[(c.place.county.code[:6], local_date(c.at))].pop()
+        number = numbers[c.counter()].pop()
         in_batch = _batch_duplicates(c, made)
         c.duplicates = sorted(c.duplicates + in_batch, key=lambda d: (-d.similarity, d.distance_m))[:5]
         r = c.report
@@ -818,19 +824,32 @@ def first_entry(
     data: dict[str, Any] = {"channel": str(channel)}
     if duplicates:
         data["possible_duplicate"] = duplicates[0].event.number
+    return {"id": entry_id, **_entry(event_id, 1, actor, "report", None, State.reported, "", data)}
+
+
+def _entry(
+    event_id: int,
+    seq: int,
+    actor: Actor,
+    action: str,
+    from_state: State | None,
+    to_state: State,
+    note: str,
+    data: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A timeline entry's columns."""
     return {
-        "id": entry_id,
         "event_id": event_id,
-        "seq": 1,
+        "seq": seq,
         "at": utcnow(),
         "actor_user_id": actor.user_id or None,
         "actor": actor.username,
         "org_id": actor.org_id or None,
-        "action": "report",
-        "from_state": None,
-        "to_state": str(State.reported),
-        "note": "",
-        "data": json.dumps(data, ensure_ascii=False, default=str),
+        "action": action,
+        "from_state": str(from_state) if from_state else None,
+        "to_state": str(to_state),
+        "note": note,
+        "data": json.dumps(data or {}, ensure_ascii=False, default=str),
     }
 
 
@@ -839,29 +858,16 @@ def append_timeline(
     event: Event,
     actor: Actor,
     action: str,
-    from_state: State | None,
+    from_state: State,
     to_state: State,
     note: str = "",
     data: dict[str, Any] | None = None,
 ) -> TimelineEntry:
-    if from_state is None:
-        seq = 1  # the report itself: no earlier entry can exist
-    else:
-        seq = (
-            session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0
-        ) + 1
-    entry = TimelineEntry(
-        event_id=event.id,
-        seq=seq,
-        actor_user_id=actor.user_id or None,
-        actor=actor.username,
-        org_id=actor.org_id or None,
-        action=action,
-        from_state=str(from_state) if from_state else None,
-        to_state=str(to_state),
-        note=note,
-        data=json.dumps(data or {}, ensure_ascii=False, default=str),
-    )
+    """A step after the report (whose entry `receive_events` writes with the event)."""
+    seq = (
+        session.scalar(select(func.max(TimelineEntry.seq)).where(TimelineEntry.event_id == event.id)) or 0
+    ) + 1
+    entry = TimelineEntry(**_entry(event.id, seq, actor, action, from_state, to_state, note, data))
     session.add(entry)
     session.flush()
     return entry
