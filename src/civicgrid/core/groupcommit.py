@@ -29,8 +29,9 @@ R = TypeVar("R")
 @dataclass
 class _Queue(Generic[T, R]):
     pending: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
-    running: bool = False
-    task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+    # The batch being written (held: the loop keeps only a weak reference). It is done from the
+    # moment its last look finds the queue empty, with no await between.
+    task: asyncio.Task[None] | None = None
 
 
 class GroupCommit(Generic[T, R]):
@@ -49,26 +50,22 @@ class GroupCommit(Generic[T, R]):
             queue = self._queues[loop] = _Queue()
         future: asyncio.Future[R] = loop.create_future()
         queue.pending.append((item, future))
-        if not queue.running:
-            queue.running = True
+        if queue.task is None or queue.task.done():
             queue.task = loop.create_task(self._drain(queue))
         return await future
 
     async def _drain(self, queue: _Queue[T, R]) -> None:
-        try:
-            while queue.pending:
-                batch = queue.pending[: self.max_batch]
-                del queue.pending[: self.max_batch]
-                answers = await self._answers([item for item, _ in batch])
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():  # the client went away; the write stands
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
-        finally:
-            queue.running = False
+        while queue.pending:
+            batch = queue.pending[: self.max_batch]
+            del queue.pending[: self.max_batch]
+            answers = await self._answers([item for item, _ in batch])
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # the client went away; the write stands
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
     async def _answers(self, items: list[T]) -> Sequence[R | Exception]:
         try:
