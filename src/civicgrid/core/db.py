@@ -149,11 +149,10 @@ def new_ids(session: Session, tables: Sequence[Table], count: int) -> list[list[
 
 
 def insert_rows(session: Session, model: type[M], rows: Sequence[Mapping[str, Any]]) -> list[M]:
-    """Insert rows (ids included, see `new_ids`) in one executemany — pipelined and prepared on
-    PostgreSQL, where the ORM's unit of work and a multi-row VALUES statement cost more than
-    the rows — and return them as persistent ORM objects, as a flush would leave them (no
-    query on reading any column). Flush listeners do not see these rows: the caller does
-    what they would."""
+    """Insert rows (ids included, see `new_ids`) with `insert_many` — where the ORM's unit of
+    work would cost more than the rows — and return them as persistent ORM objects, as a flush
+    would leave them (no query on reading any column). Flush listeners do not see these rows:
+    the caller does what they would."""
     table: Table = model.__table__  # type: ignore[assignment]
     full = [_full_row(table, r) for r in rows]
     if not full:

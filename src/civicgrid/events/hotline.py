@@ -49,9 +49,7 @@ LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # 12345 exports write China Standard Time 
 FUTURE_GRACE = timedelta(minutes=5)  # the hotline centre's clock may run a little ahead of ours
 HEADER_SEARCH_ROWS = 5  # exports often put a title line above the header
 PROGRESS_SECONDS = 0.5  # how often a running job writes its progress to the database
-COMMIT_BATCH = (
-    500  # reports written together in the commit (receive_events); also bounds the session's memory
-)
+COMMIT_BATCH = 500  # reports written together in the commit (one receive_events each)
 STALE_AFTER = timedelta(minutes=10)  # a running job silent this long died with its process
 
 

@@ -802,7 +802,7 @@ class _CachedIndex:
     version: int
     fingerprint: tuple[Any, ...]
     checked: float
-    # grid id → the grid's chain city … grid, filled on first use; dropped with the index
+    # grid id → the grid's chain city … grid, loaded with the index (`_places`); dropped with it
     places: dict[int, tuple[RegionRef, ...]] = field(default_factory=dict)
 
 
