@@ -877,12 +877,7 @@ COPY (
   JOIN _listing j ON {on}
 ) TO {literal(str(rej_dir / "data_0.parquet"))} (FORMAT parquet)
 """
-            try:
-                con2.execute(sql)
-            except duckdb.Error as exc:
-                raise Invalid(
-                    "The file could not be read: {reason}", reason=_error_text(exc, self.data_dir)
-                ) from exc
+            self._run_copy(con2, sql, source, None)
             collector.remove()
             return self._collect(con2, source, plan.columns, staging, plan.header, started)
         finally:
