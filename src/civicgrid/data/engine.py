@@ -40,6 +40,7 @@ import duckdb
 import duckdb.func
 
 from civicgrid.core.errors import Invalid
+from civicgrid.data import arrowcsv
 
 log = logging.getLogger("civicgrid.data.engine")
 
@@ -496,10 +497,18 @@ class _CheckPlan:
             + "))"
         )
 
-    def checked(self, *, numbered: bool) -> str:
-        """Rows with `_ok` and their raw columns; `numbered`: with `_line` (one thread)."""
+    def checked(self, *, numbered: bool, reader: str = "", keep: str = "") -> str:
+        """Rows with `_ok` and their raw columns; `numbered`: with `_line` (one thread).
+        `reader`: a relation of the file's columns as text to read instead of the file, and
+        `keep`: a column of it passed through (the fast load's rows to settle)."""
         typed = ", ".join(self.typed_cols)
-        if numbered:
+        if reader:
+            fields = ", ".join(ident(f"_f{j}") for j in range(len(self.header)))
+            inner = (
+                f"SELECT {ident(keep)}, {self.raws}, {fields}, {typed} FROM ("
+                f"SELECT {ident(keep)}, {self.select_raw}, {self.select_fields} FROM {reader})"
+            )
+        elif numbered:
             inner = (
                 f"SELECT _line, {self.raws}, {typed} FROM ("
                 f"SELECT {self.line_expr} AS _line, {self.select_raw} FROM {self.reader} WITH ORDINALITY)"
@@ -724,6 +733,10 @@ class Engine:
                 if c not in known:
                     raise Invalid("Unknown field {field}.", field=c, error_code="unknown_field")
             plan = _CheckPlan(self, source, columns, header, cluster_by)
+            if source.format == "csv" and source.header and not source.line_column and not cluster_by:
+                result = self._load_arrow(con, plan, staging, progress, started)
+                if result is not None:
+                    return result
             if source.format == "csv" and not source.line_column and self.threads > 1:
                 result = self._load_csv(con, plan, staging, progress, started)
                 if result is not None:
@@ -769,6 +782,71 @@ COPY (
         finally:
             if watcher:
                 watcher.stop()
+
+    def _load_arrow(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        plan: _CheckPlan,
+        staging: Path,
+        progress: Callable[[int], None] | None,
+        started: float,
+    ) -> LoadResult | None:
+        """The fast load of a plain CSV file (`arrowcsv`): Arrow reads and casts, vectorised
+        checks pass or fail the values in canonical form, the SQL rules judge the rows with a
+        value written another way (per batch, on this connection) and explain the failed rows
+        (one pass at the end). None when the file is not one Arrow reads exactly as DuckDB
+        does, or a check disagrees with the SQL rules; nothing is left behind then."""
+        import pyarrow as pa
+
+        source = plan.source
+        delimiter = source.delimiter or detect_delimiter(source.path)
+        if not arrowcsv.readable(source.path, plan.header, delimiter, plan.columns):
+            return None
+
+        def judged(reader: str) -> str:
+            return (
+                f"SELECT _i, _ok, {plan.names}, CASE WHEN NOT _ok THEN {plan.reason_text} END AS _reasons, "
+                f"CASE WHEN NOT _ok THEN {plan.raw_json} END AS _raw "
+                f"FROM ({plan.checked(numbered=False, reader=reader, keep='_i')})"
+            )
+
+        def check(table: pa.Table) -> pa.Table:
+            con.register("_batch", table)
+            try:
+                return con.sql(judged("_batch")).to_arrow_table()
+            finally:
+                con.unregister("_batch")
+
+        try:
+            loaded = arrowcsv.load(
+                source.path,
+                plan.header,
+                delimiter,
+                plan.columns,
+                staging,
+                check,
+                progress,
+                threads=self.threads,
+            )
+            if loaded.failed:
+                # The rows the vectorised rules failed, explained by the SQL rules in one pass.
+                con.execute(
+                    f"CREATE TEMP TABLE _failed AS {judged(f'read_parquet({_files_sql(loaded.failed)})')}"
+                )
+                if self._scalar(con, "SELECT count(*) FROM _failed WHERE _ok"):
+                    raise arrowcsv.Malformed("the vectorised rules and the SQL rules disagree")
+                con.execute(
+                    "COPY (SELECT _i AS _line, _reasons, CAST(_raw AS VARCHAR) AS _raw FROM _failed) "
+                    f"TO {literal(str(staging / 'out' / '_ok=false' / 'failed.parquet'))} (FORMAT parquet)"
+                )
+                con.execute("DROP TABLE _failed")
+        except (arrowcsv.Malformed, pa.ArrowInvalid) as exc:
+            log.warning("the fast CSV load gave up (%s); the SQL load reads the file", exc)
+            for leftover in ("out", "failed"):
+                shutil.rmtree(staging / leftover, ignore_errors=True)
+            return None
+        shutil.rmtree(staging / "failed", ignore_errors=True)
+        return self._collect(con, source, plan.columns, staging, plan.header, started, final_lines=True)
 
     def _load_csv(
         self,
@@ -1508,7 +1586,7 @@ def _find_lines(
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if mm.find(b'"') >= 0:
                 return None
-            if mm.find(b"\r") >= 0 and not _only_crlf(mm):
+            if mm.find(b"\r") >= 0 and not arrowcsv.only_crlf(mm):
                 return None  # a lone carriage return may end a record
             first = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
             if source.header:
@@ -1548,16 +1626,6 @@ def _find_lines(
                 line += mm[last:at].count(b"\n")
                 lines[at], last = line, at
             return [lines[at] for at in starts]
-
-
-def _only_crlf(mm: mmap.mmap) -> bool:
-    """Every carriage return in the file is the first half of a CRLF line end."""
-    step = 1 << 24
-    for at in range(0, len(mm), step):
-        chunk = mm[at : at + step + 1]  # one byte more: a CRLF across the chunk's end
-        if chunk.count(b"\r", 0, step) != chunk.count(b"\r\n"):
-            return False
-    return True
 
 
 def _physical_lines(path: Path) -> int:
