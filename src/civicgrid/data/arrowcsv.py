@@ -17,6 +17,7 @@ Only the engine calls this module; it writes files into a staging folder the eng
 from __future__ import annotations
 
 import mmap
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ BLOCK = 1 << 24
 #: Field types the fast load casts itself (others, and source date formats, take the SQL load).
 TYPES = ("string", "integer", "float", "boolean", "date")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+#: A rule regex that is a run of digits of one length: checked on the bytes, not by RE2.
+_DIGIT_RUN = re.compile(r"(?:\\d|\[0-9\])\{(\d+)\}")
 _DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int16)
 _CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
 #: The spellings DuckDB's boolean rule reads, exactly as written (others go to `check`).
@@ -96,75 +99,77 @@ def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def _fixed(arr: pa.Array, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(which values are `width` bytes long, their digit values by position: `width` arrays
-    over those values; a byte that is not '0'–'9' gives a value above 9)."""
+def _fixed(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(which values are `width` bytes long, those values' bytes less '0' by position: a
+    width × k matrix, each row contiguous; a digit gives its value, any other byte a value
+    above 9)."""
     offsets, data = _offsets(arr)
     sized = np.diff(offsets) == width
     if arr.null_count:
         sized &= np.asarray(arr.is_valid(), dtype=bool)
-    if sized.all() and len(sized):
-        # The usual case: one column of equal widths, read as a matrix without copying.
-        m = data[offsets[0] : offsets[-1]].reshape(len(sized), width) - np.uint8(48)
-        return sized, [m[:, j] for j in range(width)]
-    starts = offsets[:-1][sized]
-    return sized, [data[starts + j] - np.uint8(48) for j in range(width)]
+    if sized.all() and len(sized):  # the usual case: a column of equal widths
+        m = data[offsets[0] : offsets[-1]].reshape(len(sized), width).T
+    else:
+        m = data[offsets[:-1][sized][None, :] + np.arange(width)[:, None]]
+    return sized, np.ascontiguousarray(m) - np.uint8(48)
 
 
-def _real_dates(d: Sequence[np.ndarray]) -> np.ndarray:
-    """Whether the digits YYYYMMDD (eight int16 arrays) are a real date of year 1 or later."""
-    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
-    month, day = d[4] * 10 + d[5], d[6] * 10 + d[7]
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    last = np.where((month == 2) & ~leap, 28, _DAYS[np.clip(month, 0, 12)])
-    return (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= last)
+def _spread(sized: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(sized), dtype=bool)
+    out[sized] = ok
+    return out
+
+
+def _real_dates(ymd: np.ndarray) -> np.ndarray:
+    """Whether the digits YYYYMMDD (an 8 × k int16 matrix) are a real date of year 1 or later."""
+    year = ymd[0] * 1000 + ymd[1] * 100 + ymd[2] * 10 + ymd[3]
+    month, day = ymd[4] * 10 + ymd[5], ymd[6] * 10 + ymd[7]
+    ok = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= _DAYS[np.clip(month, 0, 12)])
+    feb29 = np.flatnonzero((month == 2) & (day == 29))
+    if len(feb29):  # the leap-year rule, only where it matters
+        y = year[feb29]
+        ok[feb29] &= (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    return ok
+
+
+_DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
+_DASH = np.uint8(ord("-") + 256 - 48)  # "-" less "0" wraps to 253
 
 
 def iso_dates(arr: pa.Array) -> np.ndarray:
     """Values written YYYY-MM-DD that are real dates, as a bool per value (NULL: False)."""
-    sized, d = _fixed(arr, 10)
-    dash = np.uint8(ord("-") + 256 - 48)  # "-" − "0" wraps to 253
-    ok = (d[4] == dash) & (d[7] == dash)
-    digits = [d[j] for j in (0, 1, 2, 3, 5, 6, 8, 9)]
-    for x in digits:
-        ok &= x <= 9
-    ok &= _real_dates([x.astype(np.int16) for x in digits])
-    out = np.zeros(len(sized), dtype=bool)
-    out[sized] = ok
-    return out
+    sized, m = _fixed(arr, 10)
+    digits = m[_DATE_DIGITS]
+    ok = (m[4] == _DASH) & (m[7] == _DASH) & (digits.max(axis=0) <= 9)
+    return _spread(sized, ok & _real_dates(digits.astype(np.int16)))
+
+
+def digit_strings(arr: pa.Array, width: int) -> np.ndarray:
+    """Values of exactly `width` ASCII digits (the rule regex \\d{width}), as a bool per value."""
+    sized, m = _fixed(arr, width)
+    return _spread(sized, m.max(axis=0) <= 9)
 
 
 def id_numbers(arr: pa.Array) -> np.ndarray:
     """Valid 18-character 身份证号 (the engine's `id_number_sql`: the shape, a real birth date,
     the GB 11643 check digit), as a bool per value; NULL values are False."""
-    sized, d = _fixed(arr, 18)
-    ok = np.ones(int(sized.sum()), dtype=bool)
-    for j in range(17):
-        ok &= d[j] <= 9
-    last = d[17]  # 'X' - '0' = 40, 'x' - '0' = 72
-    c = np.where((last == 40) | (last == 72), 10, last).astype(np.int16)
-    ok &= c <= 10
-    w = [x.astype(np.int16) for x in d[:17]]  # sums stay below 2,000, years below 10,000
-    ok &= ((w[6] == 1) & (w[7] >= 8)) | ((w[6] == 2) & (w[7] == 0))
-    ok &= _real_dates(w[6:14])
-    total = c
-    for weight, digit in zip(_WEIGHTS, w, strict=True):
-        total += weight * digit
-    ok &= total % 11 == 1
-    out = np.zeros(len(sized), dtype=bool)
-    out[sized] = ok
-    return out
+    sized, m = _fixed(arr, 18)
+    body = m[:17]
+    last = m[17]  # 'X' - '0' = 40, 'x' - '0' = 72
+    check = np.where((last == 40) | (last == 72), 10, last)
+    ok = (body.max(axis=0) <= 9) & (check <= 10)
+    ok &= ((body[6] == 1) & (body[7] >= 8)) | ((body[6] == 2) & (body[7] == 0))
+    ok &= _real_dates(body[6:14].astype(np.int16))
+    total = check.astype(np.int16)  # below 2^15 whatever the bytes: 17 × 10 × 255 + 255
+    for weight, row in zip(_WEIGHTS, body, strict=True):
+        total += weight * row.astype(np.int16)
+    return _spread(sized, ok & (total % 11 == 1))
 
 
 def mobiles(arr: pa.Array) -> np.ndarray:
     """Mainland mobile numbers (^1[3-9]\\d{9}$) as a bool per value; NULL values are False."""
-    sized, d = _fixed(arr, 11)
-    ok = (d[0] == 1) & (d[1] >= 3)
-    for j in range(1, 11):
-        ok &= d[j] <= 9
-    out = np.zeros(len(sized), dtype=bool)
-    out[sized] = ok
-    return out
+    sized, m = _fixed(arr, 11)
+    return _spread(sized, (m[0] == 1) & (m[1] >= 3) & (m.max(axis=0) <= 9))
 
 
 def _fails(passed: pa.Array) -> np.ndarray:
@@ -175,10 +180,11 @@ def _fails(passed: pa.Array) -> np.ndarray:
 _INT_DIGITS = np.array([10**k for k in range(1, 19)], dtype=np.int64)
 
 
-def _canonical_cast(raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+def _canonical_cast(raw: pa.Array, target: pa.DataType, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """`raw` cast to `target` where the value is written in the one form DuckDB and Arrow
     read alike (an integer as its own digits, a real date as YYYY-MM-DD, a float that prints
-    back as written), and where a value is not (NULL there; the SQL rules decide it)."""
+    back as written), and which values are not (NULL there; the SQL rules judge them).
+    `present`: the values that are not NULL."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -186,7 +192,7 @@ def _canonical_cast(raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.nd
     if target == pa.date32():
         plain = iso_dates(raw)
         typed = (raw if plain.all() else pc.if_else(pa.array(plain), raw, null)).cast(target)
-        return typed, np.asarray(raw.is_valid(), dtype=bool) & ~plain
+        return typed, present & ~plain
     try:
         typed = raw.cast(target)
     except pa.ArrowInvalid:
@@ -201,8 +207,9 @@ def _canonical_cast(raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.nd
         same = digits == np.diff(_offsets(raw)[0])
     else:
         same = ~_fails(pc.equal(typed.cast(pa.string()), raw))
-    unsure = np.asarray(raw.is_valid(), dtype=bool) & ~(same & np.asarray(typed.is_valid(), dtype=bool))
-    return typed, unsure
+    if typed.null_count > raw.null_count:
+        same &= np.asarray(typed.is_valid(), dtype=bool)
+    return typed, present & ~same
 
 
 def check_column(col: Any, raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -214,33 +221,34 @@ def check_column(col: Any, raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.A
 
     r = col.rules
     n = len(raw)
+    present = np.asarray(raw.is_valid(), dtype=bool) if raw.null_count else np.ones(n, dtype=bool)
     unsure = np.zeros(n, dtype=bool)
     if col.type == "string":
         typed = raw
     elif col.type == "boolean":
         known = pc.is_in(raw, value_set=pa.array(_TRUE + _FALSE))
         typed = pc.if_else(known, pc.is_in(raw, value_set=pa.array(_TRUE)), pa.scalar(None, pa.bool_()))
-        unsure = np.asarray(raw.is_valid(), dtype=bool) & ~np.asarray(known, dtype=bool)
+        unsure = present & ~np.asarray(known, dtype=bool)
     else:
-        typed, unsure = _canonical_cast(raw, arrow_type)
+        typed, unsure = _canonical_cast(raw, arrow_type, present)
     fail = np.zeros(n, dtype=bool)
     if r.not_null and raw.null_count:
-        fail |= np.asarray(raw.is_null(), dtype=bool)
+        fail |= ~present
     if r.regex:
-        fail |= _fails(pc.match_substring_regex(raw, f"^(?:{r.regex})$"))
+        if run := _DIGIT_RUN.fullmatch(r.regex):
+            fail |= present & ~digit_strings(raw, int(run.group(1)))
+        else:
+            fail |= _fails(pc.match_substring_regex(raw, f"^(?:{r.regex})$"))
     if r.min is not None or r.max is not None:
         target = pc.utf8_length(raw) if col.type == "string" else typed
         for bound, cmp in ((r.min, pc.greater_equal), (r.max, pc.less_equal)):
             if bound is not None:
                 value: Any = date.fromisoformat(str(bound)) if col.type == "date" else float(bound)
                 fail |= _fails(cmp(target, pa.scalar(value)))
-    valid = np.asarray(raw.is_valid(), dtype=bool) if raw.null_count else None
     if r.id_number:
-        bad = ~id_numbers(raw)
-        fail |= bad if valid is None else bad & valid
+        fail |= present & ~id_numbers(raw)
     if r.mobile:
-        bad = ~mobiles(raw)
-        fail |= bad if valid is None else bad & valid
+        fail |= present & ~mobiles(raw)
     return typed, fail, unsure
 
 
@@ -389,7 +397,7 @@ class _Batches:
                 self.dictionary = [
                     name
                     for name, src in zip(self.names, self.sources, strict=True)
-                    if pc.count_distinct(batch.column(src)).as_py() * 10 <= n
+                    if pc.count_distinct(batch.column(src).slice(0, 10_000)).as_py() * 10 <= min(n, 10_000)
                 ]
         typed, fail, unsure = [], np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for src, col, t in zip(self.sources, self.columns, self.types, strict=True):
