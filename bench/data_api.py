@@ -31,7 +31,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, load_average, machine_info, median, percentile, write_section
 
-DOC = ROOT / "docs" / "benchmarks-data.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 sys.path.insert(0, str(ROOT))
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
 

@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, load_average, machine_info, median, write_section
 
-DOC = ROOT / "docs" / "benchmarks-data.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 
 # One in 1,000 rows has a bad mobile, one in 1,500 a wrong check digit: realistic rejects.
 GENERATE = """

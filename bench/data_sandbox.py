@@ -9,7 +9,7 @@ Then times, interleaved, the whole sandbox path (`sandbox.run_query`: parse, val
 the grant, rewrite with the hidden group size, run through the engine with its time and memory
 limits, suppress small groups, log and audit) against the baseline of the same aggregate run
 directly through `Engine.run_sql` over a plain view (no validation, no hidden count, no log).
-Prints a Markdown section for docs/benchmarks-data.md.
+Prints a Markdown section for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, load_average, machine_info, median, percentile, write_section
 
 sys.path.insert(0, str(ROOT))
-DOC = ROOT / "docs" / "benchmarks-data.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
 
 NAME = "bench-population"

@@ -1,7 +1,7 @@
 """What the data platform's demo datasets (demo/datasets.py) add to `civicgrid demo load`: the
 full `load_demo` into a fresh SQLite file with the datasets and, as the baseline in the same
 process, with the datasets step replaced by a no-op; alternating runs, medians and the ratio.
-Writes its section into docs/benchmarks-data-pages.md.
+Writes its section into docs/benchmarks.md.
 
     .venv/bin/python bench/demo_datasets.py [--grids 600] [--runs 3]
 """
@@ -27,7 +27,7 @@ from civicgrid.demo import datasets  # noqa: E402
 from civicgrid.demo import service as demo  # noqa: E402
 from civicgrid.models import load_all  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks-data-pages.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def one_run(run: int, grids: int, with_datasets: bool) -> tuple[float, float]:
