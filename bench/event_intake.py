@@ -617,7 +617,7 @@ def main() -> None:
         t = time.perf_counter()
         world = prepare(url, data_dir, args.prefill)
         print(f"prepared in {time.perf_counter() - t:.1f} s (prefill {args.prefill} events)", flush=True)
-        runs = len(args.workers) * (1 + bool(args.factory) + bool(args.baseline_src))
+        runs = len(args.workers) * (1 + bool(args.factory) + bool(args.baseline_src) + bool(args.py_spy))
         bodies = make_bodies(world, WARM + args.requests * runs, seed=42)
         password = world["creds"]["grid_workers"]["password"]
         usernames = [f"gw{g[0]}" for g in world["grids"][: args.connections]]

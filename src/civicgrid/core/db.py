@@ -192,8 +192,9 @@ def insert_many(
         conn.execute(stmt, [dict(r) for r in rows])
         return
     processors = [(n, table.c[n].type.bind_processor(dialect)) for n in names]
+    # A key left out reads as NULL (the column list still names it): NULLs cost no JSON.
     document = json.dumps(
-        [{n: (p(r[n]) if p else r[n]) for n, p in processors} for r in rows],
+        [{n: (p(v) if p else v) for n, p in processors if (v := r[n]) is not None} for r in rows],
         ensure_ascii=False,
         separators=(",", ":"),
         default=str,  # datetimes and dates in ISO form, which PostgreSQL reads back exactly

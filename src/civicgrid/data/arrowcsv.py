@@ -32,6 +32,9 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
+#: Workers checking and writing batches: Arrow parses on one thread, so more do not pay, and
+#: each holds a batch (≈ 60 MB) in memory.
+MAX_WORKERS = 8
 #: Bytes of the file per Arrow block (one batch); larger blocks, fewer `check` calls.
 BLOCK = 1 << 24
 #: Field types the fast load casts itself (others, and source date formats, take the SQL load).
@@ -276,7 +279,8 @@ def load(
     by '|', `_raw` JSON); and rows certain to fail a rule as they were read, to be explained
     by the SQL rules in one pass afterwards (`Loaded.failed`).
 
-    Batches are checked and written by `threads` workers while Arrow parses the next ones.
+    Batches are checked and written by up to `threads` workers (at most `MAX_WORKERS`) while
+    Arrow parses the next ones; at most two more batches than workers are held at once.
     `check(table)`: the SQL rules over the rows of one batch the vectorised checks cannot
     judge, a table of the file's columns as text plus `_i` (row in batch); it returns `_i`,
     `_ok`, the typed columns, `_reasons` and `_raw`. Raises Malformed when a line is not one
@@ -312,14 +316,15 @@ def load(
     batches = _Batches(columns, staging, check)
     read = 0
     pending: deque[Future[None]] = deque()
-    with ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="ingest") as pool:
+    workers = max(1, min(threads, MAX_WORKERS))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
         try:
             for k, batch in enumerate(reader):
                 if bad:
                     raise Malformed(str(bad[0].text)[:200])
                 pending.append(pool.submit(batches.run, k, batch, read))
                 read += batch.num_rows
-                while len(pending) > 2 * max(threads, 1):  # bounded memory
+                while len(pending) > workers + 2:  # ≈ 60 MB a batch in memory
                     pending.popleft().result()
                 if progress:
                     progress(read)
