@@ -107,5 +107,10 @@ def fresh_database(url: str, *, template: str = "") -> None:
     copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+        if template:  # a template must have no session (e.g. a cached engine of the process)
+            c.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"),
+                {"db": template},
+            )
         c.execute(text(f'CREATE DATABASE "{u.database}"{copy}'))
     admin.dispose()

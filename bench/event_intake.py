@@ -8,7 +8,9 @@ asyncio client (raw HTTP/1.1 keep-alive, several processes) on loopback.
 
 A fresh database is created on the server (and dropped afterwards): migrations, the demo
 jurisdiction (600 grids), `--prefill` generated events (so the duplicate check has neighbours
-to compare), and bearer tokens of grid workers (one per connection).
+to compare), and bearer tokens of grid workers (one per connection). Every server (setup ×
+worker count) then runs against its own copy of it (`CREATE DATABASE … TEMPLATE`) and posts the
+same reports, so an A/B compares like with like.
 
 Each setup is measured in the same run against two baselines: the client alone against a
 canned-response server (the client's own ceiling), and `GET /healthz` through the same
@@ -48,6 +50,9 @@ import numpy as np
 import shapely
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fresh_database
 
 from civicgrid.accounts import service as accounts
 from civicgrid.core.db import Database
@@ -611,14 +616,18 @@ def main() -> None:
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = base_url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
+    run_name = f"{name}_run"
+    run_url = base_url.set(database=run_name).render_as_string(hide_password=False).replace("+psycopg", "")
     data_dir = Path(tempfile.mkdtemp(prefix="cg-intake-"))
     results: list[dict[str, Any]] = []
     try:
         t = time.perf_counter()
         world = prepare(url, data_dir, args.prefill)
         print(f"prepared in {time.perf_counter() - t:.1f} s (prefill {args.prefill} events)", flush=True)
-        runs = len(args.workers) * (1 + bool(args.factory) + bool(args.baseline_src) + bool(args.py_spy))
-        bodies = make_bodies(world, WARM + args.requests * runs, seed=42)
+        # Every server gets a fresh copy of the prepared database and the same reports: a
+        # server that ran after another one wrote into a denser database (more duplicate
+        # candidates per report) and measured ≈ 25–30 % slower whatever its code.
+        bodies = make_bodies(world, WARM + args.requests, seed=42)
         password = world["creds"]["grid_workers"]["password"]
         usernames = [f"gw{g[0]}" for g in world["grids"][: args.connections]]
 
@@ -636,16 +645,16 @@ def main() -> None:
             setups.append((f"baseline {args.baseline_src.name}", args.baseline_src, "", False))
         if args.py_spy:
             setups.append(("this tree under py-spy", None, "", True))
-        used = 0
         for label, src, factory, spied in setups:
             for workers in args.workers:
+                fresh_database(run_url, template=name)
                 port = free_port()
                 spy_out = data_dir / f"spy-{port}.txt" if spied else None
-                server = start_server(url, data_dir, port, workers, src, factory, spy_out)
+                server = start_server(run_url, data_dir, port, workers, src, factory, spy_out)
                 try:
                     base = f"http://127.0.0.1:{port}"
                     tokens = [login(base, u, password) for u in usernames]
-                    meter = CpuMeter(admin, name, server.pid)
+                    meter = CpuMeter(admin, run_name, server.pid)
                     # warm-up: jieba's dictionary, the grid index and the places of the grids
                     warm = encode_posts(bodies[:WARM], tokens, port)
                     run_load(port, warm[:4], 1, 1, 300)
@@ -654,11 +663,9 @@ def main() -> None:
                     floor.update(setup=f"{label}: GET /healthz", workers=workers, load=os.getloadavg()[0])
                     results.append(floor)
                     print(json.dumps(floor), flush=True)
-                    # fresh reports for every run, so each sees the same duplicate density
-                    reqs = encode_posts(bodies[WARM + used : WARM + used + args.requests], tokens, port)
-                    used += args.requests
+                    reqs = encode_posts(bodies[WARM:], tokens, port)
                     meter.start()
-                    with WaitSampler(admin, name) as waits:
+                    with WaitSampler(admin, run_name) as waits:
                         res = run_load(port, reqs, args.connections, args.client_procs, args.seconds)
                     server_cpu, pg_cpu = meter.stop()
                     if res["ok"] and not spied:  # py-spy's own CPU would count as the server's
@@ -678,9 +685,11 @@ def main() -> None:
                 if spy_out is not None:
                     summarise_py_spy(spy_out)
         if args.profile:
-            profile_in_process(url, bodies[: args.profile_requests], usernames[0])
+            fresh_database(run_url, template=name)
+            profile_in_process(run_url, bodies[: args.profile_requests], usernames[0])
     finally:
         with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{run_name}" WITH (FORCE)'))
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         shutil.rmtree(data_dir, ignore_errors=True)
     print()
