@@ -367,6 +367,7 @@ def data_ingest(
     from civicgrid.core.errors import AppError
     from civicgrid.core.i18n import gettext
     from civicgrid.data import ingest
+    from civicgrid.data import service as data_service
 
     if (file is None) == (sql is None) or (sql is not None and not url):
         raise _fail(gettext("Give either a file or --sql with --url."))
@@ -405,8 +406,10 @@ def data_ingest(
             raise _fail(exc.translated()) from None
         bar.update(task, completed=dv.progress, total=dv.progress)
     report = json.loads(dv.quality)
+    with database.session() as s:
+        types = ingest.field_types(data_service.get_dataset(s, dataset))
     for r in report.get("first_rejects", []):
-        reasons = "; ".join(ingest.describe_reason(c) for c in r["reasons"])
+        reasons = "; ".join(ingest.describe_reason(c, types) for c in r["reasons"])
         typer.echo(gettext("Line {line}: {reasons}", line=r["line"], reasons=reasons))
     typer.echo(
         gettext(

@@ -142,6 +142,29 @@ def test_bad_rows_are_kept_aside_with_line_numbers_and_reasons(population: DataW
     assert ingest.describe_reason("id_number:id_number") == "id_number：不是有效的身份证号"
 
 
+def test_cli_lists_rejects_by_line_in_the_users_language(
+    population: DataWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from civicgrid.cli import app
+    from civicgrid.core.config import get_settings
+
+    good = POPULATION_ROWS
+    text = csv_bytes(good[:1]).decode()
+    text += f"{good[1]['id_number']},孙八,15912345678,331001001001,1990-03-07,abc\n"  # line 3
+    path = population.write("cli.csv", text.encode())
+    monkeypatch.setenv("CIVICGRID_DATABASE_URL", population.db.url)
+    get_settings.cache_clear()
+    try:
+        res = CliRunner().invoke(app, ["data", "ingest", "village-population", str(path), "--as", "steward"])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    assert "第 3 行：household_size：不是有效的 整数" in res.output
+    assert "1 行，拒收 1 行" in res.output
+
+
 # ---- formats --------------------------------------------------------------------------------
 
 

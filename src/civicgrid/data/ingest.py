@@ -62,6 +62,16 @@ def N_(message: str) -> str:
     return message
 
 
+#: Field types as a person reads them (the catalogue pages and reject reasons).
+TYPE_NAMES = {
+    "string": N_("Text (string)"),
+    "integer": N_("Integer"),
+    "float": N_("Decimal"),
+    "boolean": N_("Yes/no"),
+    "date": N_("Date"),
+    "datetime": N_("Date and time"),
+}
+
 # Reason codes ("field:rule") as a person reads them.
 RULE_MESSAGES = {
     "type": N_("{field}: not a valid {type}"),
@@ -77,12 +87,18 @@ RULE_MESSAGES = {
 
 
 def describe_reason(code: str, types: Mapping[str, str] | None = None) -> str:
-    """A reason code ("id_number:id_number") in the reader's language."""
+    """A reason code ("id_number:id_number") in the reader's language; `types`: the dataset's
+    field types (`field_types`), which "not a valid …" names."""
     field, _, rule = code.partition(":")
     template = RULE_MESSAGES.get(rule)
     if template is None:
         return code
-    return gettext(template, field=field, type=(types or {}).get(field, ""))
+    kind = (types or {}).get(field, "")
+    return gettext(template, field=field, type=gettext(TYPE_NAMES[kind]) if kind in TYPE_NAMES else kind)
+
+
+def field_types(ds: Dataset) -> dict[str, str]:
+    return {f.name: str(f.type) for f in ds.fields}
 
 
 # ---- format detection and staging ----------------------------------------------------------
@@ -473,11 +489,11 @@ def run_load(
             base = service.current_version(s, ds)
             base_id = base.id if base else None
             previous = eng.version_files(base.path) if base and mode == "append" else []
-            field_types = {f.name: str(f.type) for f in ds.fields}
+            types = field_types(ds)
             cluster = list(cluster_by) if cluster_by is not None else cluster_fields(ds)
         tracker.estimate = src.estimated_rows
         result = eng.load(src, specs, staging, progress=lambda n: tracker(n), cluster_by=cluster)
-        _check_result(result, blocking, field_types)
+        _check_result(result, blocking, types)
         with db.session() as s:
             _check_active(s, name)  # cheap early exit; the commit below checks again, locked
         published = eng.publish(staging, name, version, previous)

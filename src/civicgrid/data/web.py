@@ -80,14 +80,7 @@ MASKS = {
     "partial": N_("Partly hidden"),
     "hash": N_("Pseudonym (hash)"),
 }
-TYPES = {
-    "string": N_("Text (string)"),
-    "integer": N_("Integer"),
-    "float": N_("Decimal"),
-    "boolean": N_("Yes/no"),
-    "date": N_("Date"),
-    "datetime": N_("Date and time"),
-}
+TYPES = ingest.TYPE_NAMES
 VERSION_STATES = {
     "loading": N_("Loading"),
     "ready": N_("Current data"),
@@ -372,7 +365,7 @@ def dataset_page(request: Request, session: SessionDep, actor: Reader, name: str
     latest = next((v for v in versions if v.state != VersionState.loading), None)
     quality = service.quality(latest) if latest else {}
     manage = service.can_manage(actor, ds)
-    types = {f.name: str(f.type) for f in ds.fields}
+    types = ingest.field_types(ds)
     rejects = [
         {"line": r.get("line"), "reasons": [ingest.describe_reason(c, types) for c in r.get("reasons", [])]}
         for r in (quality.get("first_rejects") or [])[:20]
