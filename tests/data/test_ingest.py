@@ -161,7 +161,7 @@ def test_cli_lists_rejects_by_line_in_the_users_language(
     finally:
         get_settings.cache_clear()
     assert res.exit_code == 0, res.output
-    assert "第 3 行：household_size：不是有效的 整数" in res.output
+    assert "第 3 行：household_size：不是有效的整数" in res.output
     assert "1 行，拒收 1 行" in res.output
 
 
