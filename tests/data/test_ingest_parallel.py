@@ -225,6 +225,11 @@ def test_arrow_load_matches_the_one_pass_load(
     assert [r[0] for r in out["rows"]][:12] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
+def test_arrow_load_with_half_the_rows_rejected(tmp_path: Path, arrow_used: list[str]) -> None:
+    out = _same_arrow(tmp_path, _text(_file(n=400, every=2)))
+    assert arrow_used == ["arrow"] and out["result"]["rejected"] == 200
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [

@@ -829,17 +829,15 @@ COPY (
                 threads=self.threads,
             )
             if loaded.failed:
-                # The rows the vectorised rules failed, explained by the SQL rules in one pass.
-                con.execute(
-                    f"CREATE TEMP TABLE _failed AS {judged(f'read_parquet({_files_sql(loaded.failed)})')}"
-                )
-                if self._scalar(con, "SELECT count(*) FROM _failed WHERE _ok"):
+                # The rows the vectorised rules failed, explained by the SQL rules: streamed from
+                # the files they were set aside in (a file of rejects needs no memory for them).
+                failed = f"({judged(f'read_parquet({_files_sql(loaded.failed)})')})"
+                if self._scalar(con, f"SELECT count(*) FROM {failed} WHERE _ok"):
                     raise arrowcsv.Malformed("the vectorised rules and the SQL rules disagree")
                 con.execute(
-                    "COPY (SELECT _i AS _line, _reasons, CAST(_raw AS VARCHAR) AS _raw FROM _failed) "
+                    f"COPY (SELECT _i AS _line, _reasons, CAST(_raw AS VARCHAR) AS _raw FROM {failed}) "
                     f"TO {literal(str(staging / 'out' / '_ok=false' / 'failed.parquet'))} (FORMAT parquet)"
                 )
-                con.execute("DROP TABLE _failed")
         except (arrowcsv.Malformed, pa.ArrowInvalid) as exc:
             log.warning("the fast CSV load gave up (%s); the SQL load reads the file", exc)
             for leftover in ("out", "failed"):
