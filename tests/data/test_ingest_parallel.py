@@ -225,6 +225,15 @@ def test_arrow_load_matches_the_one_pass_load(
     assert [r[0] for r in out["rows"]][:12] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
+def test_arrow_load_leaves_a_file_of_odd_spellings_to_the_sql_load(
+    tmp_path: Path, arrow_used: list[str]
+) -> None:
+    """Ids written "0001", "0002", …: valid, but only the SQL rules may say so."""
+    lines = [_line(i).replace(f"{i},", f"{i:05d},", 1) for i in range(1, 12_001)]
+    out = _same_arrow(tmp_path, _text(lines))
+    assert arrow_used == ["gave up"] and out["result"]["rows"] == 12_000
+
+
 def test_arrow_load_with_half_the_rows_rejected(tmp_path: Path, arrow_used: list[str]) -> None:
     out = _same_arrow(tmp_path, _text(_file(n=400, every=2)))
     assert arrow_used == ["arrow"] and out["result"]["rejected"] == 200

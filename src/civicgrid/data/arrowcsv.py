@@ -51,8 +51,9 @@ _FALSE = ("false", "f", "0", "no", "n", "否")
 Check = Callable[["pa.Table"], "pa.Table"]
 
 
-class Malformed(Exception):
-    """A line the fast load cannot read as one record (wrong field count, blank line)."""
+class GiveUp(Exception):
+    """The fast load cannot take this file exactly or well (a line that is not one record, a
+    blank line, most values written in forms only the SQL rules judge): the SQL loads will."""
 
 
 def readable(path: Path, header: Sequence[str], delimiter: str, columns: Sequence[Any]) -> bool:
@@ -283,8 +284,8 @@ def load(
     Arrow parses the next ones; at most two more batches than workers are held at once.
     `check(table)`: the SQL rules over the rows of one batch the vectorised checks cannot
     judge, a table of the file's columns as text plus `_i` (row in batch); it returns `_i`,
-    `_ok`, the typed columns, `_reasons` and `_raw`. Raises Malformed when a line is not one
-    record."""
+    `_ok`, the typed columns, `_reasons` and `_raw`. Raises GiveUp when it cannot take the
+    file."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -321,7 +322,7 @@ def load(
         try:
             for k, batch in enumerate(reader):
                 if bad:
-                    raise Malformed(str(bad[0].text)[:200])
+                    raise GiveUp(str(bad[0].text)[:200])
                 pending.append(pool.submit(batches.run, k, batch, read))
                 read += batch.num_rows
                 while len(pending) > workers + 2:  # ≈ 60 MB a batch in memory
@@ -329,7 +330,7 @@ def load(
                 if progress:
                     progress(read)
             if bad:
-                raise Malformed(str(bad[0].text)[:200])
+                raise GiveUp(str(bad[0].text)[:200])
             while pending:
                 pending.popleft().result()
         finally:
@@ -392,7 +393,7 @@ class _Batches:
             for c in batch.columns:
                 blank &= np.asarray(c.is_null(), dtype=bool)
             if blank.any():
-                raise Malformed("a blank line")
+                raise GiveUp("a blank line")
         with self._lock:
             if self.dictionary is None:
                 # Dictionary pages only where values repeat (codes: DuckDB then filters once
@@ -416,6 +417,10 @@ class _Batches:
             raw = pa.Table.from_batches([batch]).take(at).append_column("_i", pa.array(at + line))
             pq.write_table(raw, self.staging / "failed" / f"raw_{k:06d}.parquet", compression="none")
         ok = ~(fail | unsure)
+        if n >= 10_000 and np.count_nonzero(unsure) * 10 > n:
+            # The SQL rules would judge much of the file one batch at a time, on one thread:
+            # the SQL load does that on every thread (a small file costs little either way).
+            raise GiveUp("a tenth of the values are written in forms only the SQL rules judge")
         if unsure.any():
             at = np.flatnonzero(unsure)
             sub = pa.Table.from_batches([batch]).take(at).append_column("_i", pa.array(at))

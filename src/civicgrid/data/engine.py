@@ -833,12 +833,12 @@ COPY (
                 # the files they were set aside in (a file of rejects needs no memory for them).
                 failed = f"({judged(f'read_parquet({_files_sql(loaded.failed)})')})"
                 if self._scalar(con, f"SELECT count(*) FROM {failed} WHERE _ok"):
-                    raise arrowcsv.Malformed("the vectorised rules and the SQL rules disagree")
+                    raise arrowcsv.GiveUp("the vectorised rules and the SQL rules disagree")
                 con.execute(
                     f"COPY (SELECT _i AS _line, _reasons, CAST(_raw AS VARCHAR) AS _raw FROM {failed}) "
                     f"TO {literal(str(staging / 'out' / '_ok=false' / 'failed.parquet'))} (FORMAT parquet)"
                 )
-        except (arrowcsv.Malformed, pa.ArrowInvalid) as exc:
+        except (arrowcsv.GiveUp, pa.ArrowInvalid) as exc:
             log.warning("the fast CSV load gave up (%s); the SQL load reads the file", exc)
             for leftover in ("out", "failed"):
                 shutil.rmtree(staging / leftover, ignore_errors=True)
