@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from civicgrid.data import arrowcsv
 from civicgrid.data import engine as eng
 
 COLUMNS = [
@@ -72,7 +73,7 @@ def _load(
     staging = e.staging_dir("people")
     with pytest.MonkeyPatch.context() as mp:
         if not arrow:
-            mp.setattr(eng.arrowcsv, "readable", lambda *a: False)
+            mp.setattr(arrowcsv, "readable", lambda *a: False)
         result = e.load(eng.Source(path, "csv", **source), columns, staging, cluster_by=cluster)
     published = e.publish(staging, "people", 1)
     assert sorted(f.name for f in (e.data_dir / published.path).iterdir()) == ["data", "rejected"]
@@ -189,11 +190,11 @@ def arrow_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records, per Arrow-eligible load, whether the Arrow load finished it ("arrow") or gave
     up for the SQL loads ("gave up")."""
     calls: list[str] = []
-    real, readable = eng.Engine._load_arrow, eng.arrowcsv.readable
+    real, readable = eng.Engine._load_arrow, arrowcsv.readable
 
     def spy(self: eng.Engine, *args: Any) -> Any:
         result = real(self, *args)
-        if eng.arrowcsv.readable is readable:  # not a reference load with Arrow switched off
+        if arrowcsv.readable is readable:  # not a reference load with Arrow switched off
             calls.append("arrow" if result is not None else "gave up")
         return result
 
@@ -214,7 +215,7 @@ def _same_arrow(tmp: Path, content: bytes, columns: list[eng.ColumnSpec] | None 
 def test_arrow_load_matches_the_one_pass_load(
     tmp_path: Path, arrow_used: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(eng.arrowcsv, "BLOCK", 1 << 12)  # many batches: order and lines across them
+    monkeypatch.setattr(arrowcsv, "BLOCK", 1 << 12)  # many batches: order and lines across them
     lines = [_bad(i) if i % 13 == 5 else _line(i) for i in range(1, 1200)]
     lines[7] = _line(8).replace("8,", "008,", 1)  # valid, written another way: judged by SQL
     lines[9] = _line(10, born="1990-1-2")

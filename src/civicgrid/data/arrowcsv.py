@@ -1,15 +1,17 @@
-"""The fast CSV load of the engine: Arrow reads the file on every core, the field rules run as
-vectorised array operations, and valid rows go straight to Parquet (issue 4, ingestion speed).
+"""The fast CSV load of the engine: Arrow parses the file batch by batch, the field rules run
+as vectorised array operations on worker threads, and valid rows go straight to Parquet
+(issue 4, ingestion speed).
 
 It decides only what it can decide exactly: a value is *certainly valid* when it is in the
 one canonical form whose meaning DuckDB's cast and rules agree on (an integer written as its
 own digits, an ISO date, an ID number whose shape, date and check digit pass, …). Every other
-row — rejects, and valid values written another way ("007", "5.0", " TRUE") — is handed to
-the caller's `check` (the engine's SQL rules, over just those rows), so the rules have one
-definition and the verdicts, typed values, reasons and raw values are the same as the SQL
-load's. Files it cannot read exactly (quote characters, a lone carriage return, a byte order
-mark, a header that is not the file's first line as DuckDB read it, a malformed or blank line)
-return None before or during the load, and the engine takes its other paths.
+row — rejects, and valid values written another way ("007", "5.0", " TRUE") — is judged by
+the engine's SQL rules (`check`, and the explanation of failed rows afterwards), so the rules
+have one definition and the verdicts, typed values, reasons and raw values are the SQL load's.
+Files it cannot read exactly (quote characters, a lone carriage return, a byte order mark, a
+header that is not the file's first line as DuckDB read it) are refused by `readable`; a
+malformed or blank line met during the load raises `GiveUp`; the engine then takes its other
+paths.
 
 Only the engine calls this module; it writes files into a staging folder the engine owns.
 """
@@ -29,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from civicgrid.data.engine import BOOL_FALSE, BOOL_TRUE, ID_WEIGHTS, ColumnSpec, line_ends
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -39,14 +43,9 @@ MAX_WORKERS = 8
 BLOCK = 1 << 24
 #: Field types the fast load casts itself (others, and source date formats, take the SQL load).
 TYPES = ("string", "integer", "float", "boolean", "date")
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 #: A rule regex that is a run of digits of one length: checked on the bytes, not by RE2.
 _DIGIT_RUN = re.compile(r"(?:\\d|\[0-9\])\{(\d+)\}")
 _DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int16)
-_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
-#: The spellings DuckDB's boolean rule reads, exactly as written (others go to `check`).
-_TRUE = ("true", "t", "1", "yes", "y", "是")
-_FALSE = ("false", "f", "0", "no", "n", "否")
 
 Check = Callable[["pa.Table"], "pa.Table"]
 
@@ -56,7 +55,7 @@ class GiveUp(Exception):
     blank line, most values written in forms only the SQL rules judge): the SQL loads will."""
 
 
-def readable(path: Path, header: Sequence[str], delimiter: str, columns: Sequence[Any]) -> bool:
+def readable(path: Path, header: Sequence[str], delimiter: str, columns: Sequence[ColumnSpec]) -> bool:
     """Whether the fast load reads this file exactly as DuckDB's CSV reader would: every
     record one line, no quoting, the header on line 1, the types and rules it knows."""
     if len(header) < 2 or len(delimiter) != 1 or not delimiter.isascii():
@@ -68,26 +67,16 @@ def readable(path: Path, header: Sequence[str], delimiter: str, columns: Sequenc
         if not fp.read(1):
             return False
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if mm[:3] == b"\xef\xbb\xbf" or mm.find(b'"') >= 0:
+            if mm[:3] == b"\xef\xbb\xbf":
                 return False
             end = mm.find(b"\n")
             first = mm[: end if end >= 0 else len(mm)]
             crlf = first.endswith(b"\r")
-            if crlf:
-                first = first[:-1]
-            if mm.find(b"\r") >= 0 and not (crlf and only_crlf(mm)):
+            # CRLF ends only when the header line has one (DuckDB takes the line end from there).
+            ends = line_ends(mm)
+            if ends is None or (ends == "\r\n") != crlf:
                 return False
-            return first.decode("utf-8", "replace").split(delimiter) == list(header)
-
-
-def only_crlf(mm: mmap.mmap) -> bool:
-    """Every carriage return in the file is the first half of a CRLF line end."""
-    step = 1 << 24
-    for at in range(0, len(mm), step):
-        chunk = mm[at : at + step + 1]
-        if chunk.count(b"\r", 0, step) != chunk.count(b"\r\n"):
-            return False
-    return True
+            return first.removesuffix(b"\r").decode("utf-8", "replace").split(delimiter) == list(header)
 
 
 # ---- vectorised rules ------------------------------------------------------------------------
@@ -163,7 +152,7 @@ def id_numbers(arr: pa.Array) -> np.ndarray:
     ok &= ((body[6] == 1) & (body[7] >= 8)) | ((body[6] == 2) & (body[7] == 0))
     ok &= _real_dates(body[6:14].astype(np.int16))
     total = check.astype(np.int16)  # below 2^15 whatever the bytes: 17 × 10 × 255 + 255
-    for weight, row in zip(_WEIGHTS, body, strict=True):
+    for weight, row in zip(ID_WEIGHTS, body, strict=True):
         total += weight * row.astype(np.int16)
     return _spread(sized, ok & (total % 11 == 1))
 
@@ -214,7 +203,9 @@ def _canonical_cast(raw: pa.Array, target: pa.DataType, present: np.ndarray) -> 
     return typed, present & ~same
 
 
-def check_column(col: Any, raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def check_column(
+    col: ColumnSpec, raw: pa.Array, arrow_type: pa.DataType
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """One column of a batch: its typed values, the rows that certainly fail one of its
     rules, and the rows whose value only the SQL rules can judge. Mirrors `engine._checks`:
     a NULL passes every rule but not_null."""
@@ -228,8 +219,8 @@ def check_column(col: Any, raw: pa.Array, arrow_type: pa.DataType) -> tuple[pa.A
     if col.type == "string":
         typed = raw
     elif col.type == "boolean":
-        known = pc.is_in(raw, value_set=pa.array(_TRUE + _FALSE))
-        typed = pc.if_else(known, pc.is_in(raw, value_set=pa.array(_TRUE)), pa.scalar(None, pa.bool_()))
+        known = pc.is_in(raw, value_set=pa.array(BOOL_TRUE + BOOL_FALSE))
+        typed = pc.if_else(known, pc.is_in(raw, value_set=pa.array(BOOL_TRUE)), pa.scalar(None, pa.bool_()))
         unsure = present & ~np.asarray(known, dtype=bool)
     else:
         typed, unsure = _canonical_cast(raw, arrow_type, present)
@@ -267,7 +258,7 @@ def load(
     path: Path,
     header: Sequence[str],
     delimiter: str,
-    columns: Sequence[Any],
+    columns: Sequence[ColumnSpec],
     staging: Path,
     check: Check,
     progress: Callable[[int], None] | None = None,
@@ -342,7 +333,7 @@ def load(
 class _Batches:
     """Checks one batch and writes what it holds (`run`, on a worker thread)."""
 
-    def __init__(self, columns: Sequence[Any], staging: Path, check: Check) -> None:
+    def __init__(self, columns: Sequence[ColumnSpec], staging: Path, check: Check) -> None:
         import pyarrow as pa
 
         self.columns = list(columns)

@@ -40,7 +40,6 @@ import duckdb
 import duckdb.func
 
 from civicgrid.core.errors import Invalid
-from civicgrid.data import arrowcsv
 
 log = logging.getLogger("civicgrid.data.engine")
 
@@ -65,6 +64,9 @@ MASKS = ("id_number", "phone", "name", "partial", "hash")
 HIDDEN_PREFIX = "_"
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
+#: How the boolean type reads a value (lower case, trimmed); anything else is not a boolean.
+BOOL_TRUE = ("true", "t", "1", "yes", "y", "是")
+BOOL_FALSE = ("false", "f", "0", "no", "n", "否")
 MOBILE_RE = r"1[3-9]\d{9}"
 _IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,99}$")
@@ -340,8 +342,8 @@ def _typed_sql(raw: str, col: ColumnSpec) -> str:
     if t == "boolean":
         low = f"lower(trim({raw}))"
         return (
-            f"CASE WHEN {low} IN ('true', 't', '1', 'yes', 'y', '是') THEN TRUE "
-            f"WHEN {low} IN ('false', 'f', '0', 'no', 'n', '否') THEN FALSE END"
+            f"CASE WHEN {low} IN ({', '.join(map(literal, BOOL_TRUE))}) THEN TRUE "
+            f"WHEN {low} IN ({', '.join(map(literal, BOOL_FALSE))}) THEN FALSE END"
         )
     if t in ("date", "datetime") and col.date_format:
         parsed = f"try_strptime(trim({raw}), {literal(col.date_format)})"
@@ -797,6 +799,8 @@ COPY (
         (one pass at the end). None when the file is not one Arrow reads exactly as DuckDB
         does, or a check disagrees with the SQL rules; nothing is left behind then."""
         import pyarrow as pa
+
+        from civicgrid.data import arrowcsv  # it reads the rules' constants from this module
 
         source = plan.source
         delimiter = source.delimiter or detect_delimiter(source.path)
@@ -1582,10 +1586,8 @@ def _find_lines(
         if not size:
             return None
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if mm.find(b'"') >= 0:
+            if line_ends(mm) is None:
                 return None
-            if mm.find(b"\r") >= 0 and not arrowcsv.only_crlf(mm):
-                return None  # a lone carriage return may end a record
             first = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
             if source.header:
                 first = mm.find(b"\n", first) + 1  # the header line is never a reject
@@ -1624,6 +1626,22 @@ def _find_lines(
                 line += mm[last:at].count(b"\n")
                 lines[at], last = line, at
             return [lines[at] for at in starts]
+
+
+def line_ends(mm: mmap.mmap) -> str | None:
+    """How the file's lines end when each record is one line: "\\r\\n" when it has carriage
+    returns, all in CRLF line ends, "\\n" when it has none; None when a record may span lines
+    or end at a lone carriage return (a quote character anywhere, or a CR outside a CRLF)."""
+    if mm.find(b'"') >= 0:
+        return None
+    if mm.find(b"\r") < 0:
+        return "\n"
+    step = 1 << 24
+    for at in range(0, len(mm), step):
+        chunk = mm[at : at + step + 1]  # one byte more: a CRLF across the chunk's end
+        if chunk.count(b"\r", 0, step) != chunk.count(b"\r\n"):
+            return None
+    return "\r\n"
 
 
 def _physical_lines(path: Path) -> int:
