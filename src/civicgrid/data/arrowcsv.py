@@ -400,7 +400,10 @@ class _Batches:
             typed.append(values)
             fail |= f
             unsure |= u
-        table = self._table(n, typed)
+        if n >= 10_000 and np.count_nonzero(unsure) * 10 > n:
+            # The SQL rules would judge much of the file one batch at a time, on one thread:
+            # the SQL load does that on every thread (a small file costs little either way).
+            raise GiveUp("a tenth of the values are written in forms only the SQL rules judge")
         line = base + 2  # of the batch's first record: the header is line 1
         failed = fail & ~unsure
         if failed.any():
@@ -408,10 +411,9 @@ class _Batches:
             raw = pa.Table.from_batches([batch]).take(at).append_column("_i", pa.array(at + line))
             pq.write_table(raw, self.staging / "failed" / f"raw_{k:06d}.parquet", compression="none")
         ok = ~(fail | unsure)
-        if n >= 10_000 and np.count_nonzero(unsure) * 10 > n:
-            # The SQL rules would judge much of the file one batch at a time, on one thread:
-            # the SQL load does that on every thread (a small file costs little either way).
-            raise GiveUp("a tenth of the values are written in forms only the SQL rules judge")
+        table = self._table(n, typed)
+        if not ok.all():
+            table = table.filter(pa.array(ok))
         if unsure.any():
             at = np.flatnonzero(unsure)
             sub = pa.Table.from_batches([batch]).take(at).append_column("_i", pa.array(at))
@@ -429,7 +431,6 @@ class _Batches:
                     schema=self.rejects,
                 )
                 pq.write_table(rejects, self.staging / "out" / "_ok=false" / f"data_{k:06d}.parquet")
-            table = table.filter(pa.array(ok))
             if yes.any():
                 # Valid rows written another way: typed by SQL, put back in the file's order.
                 good = decided.filter(pa.array(yes))
@@ -438,8 +439,6 @@ class _Batches:
                 )
                 order = np.concatenate([np.flatnonzero(ok), np.asarray(good.column("_i"))])
                 table = pa.concat_tables([table, extra]).take(pa.array(np.argsort(order, kind="stable")))
-        elif failed.any():
-            table = table.filter(pa.array(ok))
         if len(table):
             pq.write_table(
                 table,
