@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy import ForeignKey, Index, Integer, Select, String, Table, Text, 
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from civicgrid.core.auth import Actor
-from civicgrid.core.db import Base, insert_many, utcnow
+from civicgrid.core.db import Base, insert_many, utcnow, with_values
 from civicgrid.core.masking import mask_record
 
 GENESIS = "0" * 64
@@ -53,18 +53,19 @@ class AuditRecord(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
-def _digest(rec: AuditRecord) -> str:
+def _digest(rec: Mapping[str, Any]) -> str:
+    """The record's hash, over its fields (a row's values, or `vars()` of a loaded record)."""
     payload = json.dumps(
         [
-            rec.at.isoformat(),
-            rec.actor_user_id,
-            rec.actor,
-            rec.org_id,
-            rec.action,
-            rec.target_type,
-            rec.target_id,
-            rec.diff,
-            rec.prev_hash,
+            rec["at"].isoformat(),
+            rec["actor_user_id"],
+            rec["actor"],
+            rec["org_id"],
+            rec["action"],
+            rec["target_type"],
+            rec["target_id"],
+            rec["diff"],
+            rec["prev_hash"],
         ],
         ensure_ascii=False,
         separators=(",", ":"),
@@ -123,31 +124,30 @@ def record_many(session: Session, entries: list[Entry]) -> list[AuditRecord]:
         ).scalar()
         or GENESIS
     )
-    records = []
+    rows: list[dict[str, Any]] = []
     for e in entries:
         changes: dict[str, Any] = diff(e.before, e.after)
         if e.extra:
             changes["_"] = mask_record(e.extra)
-        rec = AuditRecord(
-            chain=chain,
-            at=utcnow(),
-            actor_user_id=e.actor.user_id or None,
-            actor=e.actor.username,
-            org_id=e.actor.org_id or None,
-            action=e.action,
-            target_type=e.target_type,
-            target_id=str(e.target_id),
-            diff=json.dumps(changes, ensure_ascii=False, sort_keys=True, default=str),
-            prev_hash=prev,
-        )
-        rec.hash = prev = _digest(rec)
-        records.append(rec)
+        row = {
+            "chain": chain,
+            "at": utcnow(),
+            "actor_user_id": e.actor.user_id or None,
+            "actor": e.actor.username,
+            "org_id": e.actor.org_id or None,
+            "action": e.action,
+            "target_type": e.target_type,
+            "target_id": str(e.target_id),
+            "diff": json.dumps(changes, ensure_ascii=False, sort_keys=True, default=str),
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = _digest(row)
+        rows.append(row)
     # One INSERT on the session's connection, not a flush: the unit of work (and every flush
     # listener) would cost more than the rows. Rows are inserted in order, so ids grow along
     # the chain as `verify` expects.
-    columns = [c.key for c in table.columns if c.key != "id"]
-    insert_many(conn, table, [{k: getattr(rec, k) for k in columns} for rec in records])
-    return records
+    insert_many(conn, table, rows)
+    return [with_values(AuditRecord, row) for row in rows]
 
 
 _CHAIN = "civicgrid.audit.chain"
@@ -195,7 +195,7 @@ def verify(session: Session, batch: int = 5000) -> list[ChainBreak]:
     for rec in _iterate(session, batch):
         if rec.prev_hash != heads.get(rec.chain, GENESIS):
             breaks.append(ChainBreak(rec.id, "link"))
-        if _digest(rec) != rec.hash:
+        if _digest(vars(rec)) != rec.hash:
             breaks.append(ChainBreak(rec.id, "content"))
         heads[rec.chain] = rec.hash
     return breaks

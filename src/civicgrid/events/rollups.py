@@ -309,15 +309,22 @@ def _spread(
     counters: list[int],
     sign: int,
 ) -> None:
+    # Runs for every event of every write: only the counters that change are touched.
+    changes = [(i, sign * v) for i, v in enumerate(counters) if v]
+    if not changes:
+        return
+    days = {"d": day, "m": month_of(day)}
     for cube in CUBES:
         if fact not in cube.facts:
             continue
         kept = tuple(dims[d] if d in cube.dims else EMPTY[d] for d in EVENT_DIMS)
         for grain in GRAINS:
-            key = (fact, cube.name, grain, day if grain == "d" else month_of(day), *kept, state, since)
-            acc = delta.setdefault(key, [0] * len(COUNTERS))
-            for i, v in enumerate(counters):
-                acc[i] += sign * v
+            key = (fact, cube.name, grain, days[grain], *kept, state, since)
+            acc = delta.get(key)
+            if acc is None:
+                acc = delta[key] = [0] * len(COUNTERS)
+            for i, v in changes:
+                acc[i] += v
 
 
 def add_event(delta: Delta, values: Mapping[str, Any] | None, sign: int) -> None:
