@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     from civicgrid.web import web as shell_web
 
     for router in (
+        events_api.intake_router,  # first: see there
         accounts_api.router,
         accounts_api.audit_router,
         attachments_api.router,  # before events_api: its POST /{number}/{action} would take ours
