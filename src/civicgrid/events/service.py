@@ -781,7 +781,7 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
         )
         made.append((c, EventRef(event_id, number)))
     events = insert_rows(session, Event, rows)
-    rollups.count_inserted(session, events)
+    rollups.count_reported(session, event_ids)
     entries = insert_rows(
         session,
         TimelineEntry,
