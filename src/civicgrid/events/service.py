@@ -477,12 +477,9 @@ def duplicates_of(
         )
     else:
         rows = session.execute(union_all(*(select(_duplicate_search(*box)) for box in boxes)))
-    mine = [tokens(p.text) for p in probes]
     for row in rows:
         k = row.probe
-        hit = _similar(
-            probes[k], mine[k], EventRef(row.id, row.number), row.lon, row.lat, row.title, row.description
-        )
+        hit = _similar(probes[k], EventRef(row.id, row.number), row.lon, row.lat, row.title, row.description)
         if hit is not None:
             found[k].append(hit)
     for hits in found:
@@ -538,12 +535,15 @@ def _duplicate_search(
 
 
 def _similar(
-    probe: Probe, mine: frozenset[str], ref: EventRef, lon: float, lat: float, title: str, description: str
+    probe: Probe, ref: EventRef, lon: float, lat: float, title: str, description: str
 ) -> DuplicateCandidate | None:
-    """The candidate, when the event lies within the radius and its text is similar enough."""
+    """The candidate, when the event lies within the radius and its text is similar enough.
+    Texts are tokenised only here, for a candidate within the radius (`tokens` keeps them):
+    most reports have none, and jieba was a tenth of intake's Python."""
     d = distance_m(probe.lon, probe.lat, lon, lat)
     if d > probe.rules["dup_radius_m"]:
         return None
+    mine = tokens(probe.text)
     sim = similarity(mine, tokens(f"{title} {description}"))
     if mine and sim < DUPLICATE_TEXT_THRESHOLD:
         return None
@@ -696,14 +696,13 @@ def _batch_duplicates(
     probe = checked.probe()
     if probe.rules["dup_radius_m"] <= 0:
         return []
-    mine = tokens(probe.text)
     since = probe.at - timedelta(hours=probe.rules["dup_window_hours"])
     found = []
     for other, ref in earlier:
         if other.category.id != checked.category.id or not (since <= other.at <= checked.at):
             continue
         o = other.report
-        hit = _similar(probe, mine, ref, o.lon, o.lat, other.title, other.description)
+        hit = _similar(probe, ref, o.lon, o.lat, other.title, other.description)
         if hit is not None:
             found.append(hit)
     return found
