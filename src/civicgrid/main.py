@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -103,7 +104,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from civicgrid.data import metering
+        from civicgrid.events import text
 
+        threading.Thread(target=text.warm_up, name="jieba-warm-up", daemon=True).start()
         worker = start_embedded(database) if settings.embedded_worker else None
         # A separate worker process cannot flush this process's metered reads: a thread does.
         flusher = None if worker else metering.start_flusher(database)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Select, create_engine, func, literal, or_, select, text, union_all
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -231,18 +230,28 @@ def take_numbers(session: Session, wanted: dict[tuple[str, date], int]) -> dict[
     our own row locks forever."""
     if not wanted:
         return {}
-    dialect = session.get_bind().dialect.name
-    ins = pg_insert(EventSequence) if dialect == "postgresql" else sqlite_insert(EventSequence)
-    stmt = (
-        ins.values([{"prefix": p, "day": d, "last": n} for (p, d), n in sorted(wanted.items())])
-        .on_conflict_do_update(
-            index_elements=["prefix", "day"], set_={"last": EventSequence.last + ins.excluded.last}
-        )
-        .returning(EventSequence.prefix, EventSequence.day, EventSequence.last)
-    )
-    if dialect == "postgresql" and not session.info.get(NUMBERS_IN_TRANSACTION):
-        rows = _take_numbers(_numbering_engine(session), stmt)
+    keys = sorted(wanted)
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement text whatever the number of counters (prepared once per connection;
+        # a multi-row VALUES was a new statement to build and compile for every batch).
+        params = {
+            "prefixes": [p for p, _ in keys],
+            "days": [d for _, d in keys],
+            "counts": [wanted[k] for k in keys],
+        }
+        if session.info.get(NUMBERS_IN_TRANSACTION):
+            rows = [tuple(r) for r in session.execute(_TAKE_NUMBERS_PG, params)]
+        else:
+            rows = _take_numbers(_numbering_engine(session), params)
     else:
+        ins = sqlite_insert(EventSequence)
+        stmt = (
+            ins.values([{"prefix": p, "day": d, "last": wanted[(p, d)]} for p, d in keys])
+            .on_conflict_do_update(
+                index_elements=["prefix", "day"], set_={"last": EventSequence.last + ins.excluded.last}
+            )
+            .returning(EventSequence.prefix, EventSequence.day, EventSequence.last)
+        )
         rows = [tuple(r) for r in session.execute(stmt)]
     out = {}
     for prefix, day, last in rows:
@@ -251,13 +260,23 @@ def take_numbers(session: Session, wanted: dict[tuple[str, date], int]) -> dict[
     return out
 
 
-def _take_numbers(engine: Engine, stmt: Any) -> list[tuple[Any, ...]]:
+# Rows in the order given (sorted keys), so concurrent writers lock the counters in one order.
+_TAKE_NUMBERS_PG = text(
+    "INSERT INTO event_sequence (prefix, day, last) SELECT prefix, day, last FROM unnest("
+    "CAST(:prefixes AS varchar[]), CAST(:days AS date[]), CAST(:counts AS int[])) WITH ORDINALITY "
+    "AS u(prefix, day, last, k) ORDER BY k "
+    "ON CONFLICT (prefix, day) DO UPDATE SET last = event_sequence.last + excluded.last "
+    "RETURNING prefix, day, last"
+)
+
+
+def _take_numbers(engine: Engine, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     # No pre-ping (a round trip per number): a connection found dead is replaced and the
     # upsert tried once more (if the first one did commit, those numbers become a gap).
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(stmt)]
+                return [tuple(r) for r in conn.execute(_TAKE_NUMBERS_PG, params)]
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise

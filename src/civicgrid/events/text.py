@@ -29,3 +29,10 @@ def similarity(a: frozenset[str], b: frozenset[str]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+def warm_up() -> None:
+    """Load jieba's dictionary (about a second of CPU) before the first report needs it: the
+    duplicate check tokenises only when a candidate lies near, so otherwise some report long
+    after start-up would pay for it."""
+    jieba.initialize()
