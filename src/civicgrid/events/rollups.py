@@ -424,9 +424,10 @@ def _reported_upsert(dialect: str) -> Any:
     )
     fact, day, state, counters, _where = next(f for f in _fact_selects(dialect) if f[0] == "r")
     when = case((cg.c.grain == "d", day), else_=_month_expr(dialect, day))
+    source = _event_dims()
     dims = [
-        case((cg.c.cube.in_([c.name for c in CUBES if d in c.dims]), source), else_=literal(EMPTY[d]))
-        for d, source in zip(EVENT_DIMS, _event_dims().values(), strict=True)
+        case((cg.c.cube.in_([c.name for c in CUBES if d in c.dims]), source[d]), else_=literal(EMPTY[d]))
+        for d in EVENT_DIMS
     ]
     ids = (
         e.id == any_(bindparam("ids", type_=ARRAY(Integer)))
@@ -627,7 +628,7 @@ def _fact_selects(dialect: str) -> Iterator[tuple[str, Any, Any, list[Any], list
 
 
 def _event_dims() -> dict[str, Any]:
-    """The rollup dimensions as expressions over `event`, in `EVENT_DIMS` order."""
+    """The rollup dimensions (`EVENT_DIMS`) as expressions over `event`."""
     e = Event.__table__.c
     return {
         "county_id": e.county_id,
