@@ -4,7 +4,8 @@ asyncio client (raw HTTP/1.1 keep-alive, several processes) on loopback.
 
     .venv/bin/python bench/event_intake.py --pg postgresql://postgres@127.0.0.1:5432/postgres \\
         [--requests 20000] [--seconds 60] [--workers 2] [--connections 32] [--client-procs 1] \\
-        [--prefill 30000] [--baseline-src DIR] [--factory MODULE:FN] [--py-spy] [--profile]
+        [--prefill 30000] [--baseline-src DIR] [--factory MODULE:FN] [--py-spy] [--profile] \\
+        [--serve] [--no-floor]
 
 A fresh database is created on the server (and dropped afterwards): migrations, the demo
 jurisdiction (600 grids), `--prefill` generated events (so the duplicate check has neighbours
@@ -19,8 +20,10 @@ processes, the PostgreSQL backends of the benchmark database and the client proc
 the ceiling of an idle 2-core machine is 2 s / (CPU seconds per event) whatever the load of
 the shared machine while it runs. `--baseline-src DIR` also runs the server from another
 source tree (e.g. `git archive HEAD | tar -x -C DIR`) against the same database: an A/B in
-one run. `--py-spy` adds a run under py-spy (GIL-holding samples of the workers) and prints
-where Python spends its CPU; `--profile` profiles the same calls in-process and counts SQL.
+one run. `--serve` starts this tree as an operator would, `civicgrid serve --workers N` (the
+others by uvicorn's command line); `--no-floor` skips the `GET /healthz` runs. `--py-spy` adds
+a run under py-spy (GIL-holding samples of the workers, the POSTs only) and prints where Python
+spends its CPU; `--profile` profiles the same calls in-process and counts SQL.
 """
 
 from __future__ import annotations
@@ -279,6 +282,7 @@ def start_server(
     src: Path | None = None,
     factory: str = "",
     spy_out: Path | None = None,
+    serve: bool = False,
 ) -> subprocess.Popen[bytes]:
     paths = [str(ROOT / "bench")]
     if src is not None:
@@ -291,9 +295,13 @@ def start_server(
         "CIVICGRID_EMBEDDED_WORKER": "false",
         "CIVICGRID_LOG_LEVEL": "WARNING",
     }
-    args = ["-m", "uvicorn", factory or "civicgrid.main:create_app", "--factory", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    args += ["--loop", "uvloop", "--http", "httptools", "--backlog", "2048"]
+    if serve:  # what an operator runs (its default pool: 20 connections divided among the workers)
+        args = ["-c", "from civicgrid.cli import app; app()", "serve", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--workers", str(workers)]
+    else:
+        args = ["-m", "uvicorn", factory or "civicgrid.main:create_app", "--factory", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+        args += ["--loop", "uvloop", "--http", "httptools", "--backlog", "2048"]
     prefix = py_spy_command(spy_out) if spy_out else []
     proc = subprocess.Popen([*prefix, sys.executable, *args], env=env, cwd=src or ROOT)
     deadline = time.time() + 600  # a loaded 2-core machine imports slowly
@@ -509,10 +517,14 @@ def summarise_py_spy(path: Path) -> None:
     own: Counter[str] = Counter()
     cum: Counter[str] = Counter()
     idle = 0
+    leaves: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
         frames = stack.split(";")
+        if any("warm_up" in f or "healthz" in f or "accounts/api.py" in f for f in frames):
+            continue  # start-up, the readiness probe and the logins: not the POSTs measured
+        leaves[frames[-1].split(" (")[0] + " " + frames[-1].rsplit("/", 1)[-1].rstrip(")")] += n
         total += n
         if any("threading.py" in f and "wait" in f for f in frames[-2:]) or frames[-1].startswith("select"):
             idle += n
@@ -531,6 +543,9 @@ def summarise_py_spy(path: Path) -> None:
         print(f"  {name:45s} {100 * n / total:5.1f} %")
     print("  cumulative, civicgrid functions:")
     for name, n in cum.most_common(12):
+        print(f"    {name:60s} {100 * n / total:5.1f} %")
+    print("  innermost frames:")
+    for name, n in leaves.most_common(40):
         print(f"    {name:60s} {100 * n / total:5.1f} %")
 
 
@@ -608,6 +623,8 @@ def main() -> None:
     ap.add_argument("--py-spy", action="store_true", help="one more run of this tree under py-spy")
     ap.add_argument("--profile", action="store_true", help="also profile the intake path in-process")
     ap.add_argument("--profile-requests", type=int, default=1000)
+    ap.add_argument("--no-floor", action="store_true", help="skip the GET /healthz runs")
+    ap.add_argument("--serve", action="store_true", help="start this tree by `civicgrid serve --workers N`")
     args = ap.parse_args()
 
     base_url = make_url(args.pg.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -650,7 +667,8 @@ def main() -> None:
                 fresh_database(run_url, template=name)
                 port = free_port()
                 spy_out = data_dir / f"spy-{port}.txt" if spied else None
-                server = start_server(run_url, data_dir, port, workers, src, factory, spy_out)
+                serve = args.serve and src is None and not factory
+                server = start_server(run_url, data_dir, port, workers, src, factory, spy_out, serve)
                 try:
                     base = f"http://127.0.0.1:{port}"
                     tokens = [login(base, u, password) for u in usernames]
@@ -659,10 +677,12 @@ def main() -> None:
                     warm = encode_posts(bodies[:WARM], tokens, port)
                     run_load(port, warm[:4], 1, 1, 300)
                     run_load(port, warm[4:], args.connections, args.client_procs, 60)
-                    floor = run_load(port, encode_gets(20_000, port), args.connections, args.client_procs, 10)
-                    floor.update(setup=f"{label}: GET /healthz", workers=workers, load=os.getloadavg()[0])
-                    results.append(floor)
-                    print(json.dumps(floor), flush=True)
+                    if not (spied or args.no_floor):  # py-spy records all: only the POSTs count there
+                        gets = encode_gets(20_000, port)
+                        floor = run_load(port, gets, args.connections, args.client_procs, 10)
+                        floor.update(setup=f"{label}: GET /healthz", workers=workers, load=os.getloadavg()[0])
+                        results.append(floor)
+                        print(json.dumps(floor), flush=True)
                     reqs = encode_posts(bodies[WARM:], tokens, port)
                     meter.start()
                     with WaitSampler(admin, run_name) as waits:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,7 +110,20 @@ def db(
         _backend_registry[kind] = _Backend(kind)
     database = _backend_registry[kind].fresh(tmp_path)
     yield database
+    _no_connection_left(database, request.node.nodeid)
     database.dispose()
+
+
+def _no_connection_left(database: Database, test: str) -> None:
+    """A connection still checked out after a test is a session nobody closed: on PostgreSQL it
+    sits "idle in transaction" holding its locks, and the next test's TRUNCATE waits for ever.
+    Name the test that leaked it (a thread it started gets a moment to finish first)."""
+    deadline = time.monotonic() + 5
+    while database.engine.pool.checkedout() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    left = database.engine.pool.checkedout()  # type: ignore[attr-defined]
+    if left:
+        pytest.fail(f"{test} left {left} database connection(s) checked out (an unclosed session)")
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ for sub, name in (
 def _database() -> Database:
     settings = get_settings()
     settings.ensure_data_dir()
-    return Database(settings.resolved_database_url)
+    return Database(settings.resolved_database_url, settings.db_pool_size)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -52,8 +52,14 @@ def _fail(message: str) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Web processes (one per core; the worker then runs in one more)."),
+    ] = 1,
 ) -> None:
     """Serve the web UI and API (and, unless CIVICGRID_EMBEDDED_WORKER=false, the worker)."""
+    import os
+
     import uvicorn
 
     from civicgrid.core.logging import configure
@@ -61,18 +67,41 @@ def serve(
 
     settings = get_settings()
     configure(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # our own access log leaves out query strings (personal data)
-    )
+    where = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # our own access log leaves out query strings (personal data)
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **where)  # type: ignore[arg-type]
+        return
+    # Several processes: uvicorn starts each from the environment, so what they must all share
+    # goes there. The background worker runs once, in a process of its own, not in each of them;
+    # the default connection pool is divided among the processes (see Settings.db_pool_size).
+    import multiprocessing
+
+    background = None
+    if settings.embedded_worker:
+        background = multiprocessing.get_context("spawn").Process(target=_work, name="civicgrid-worker")
+        background.start()
+    os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
+    os.environ.setdefault("CIVICGRID_DB_POOL_SIZE", str(max(4, settings.db_pool_size // workers)))
+    try:
+        uvicorn.run("civicgrid.main:create_app", factory=True, workers=workers, **where)  # type: ignore[arg-type]
+    finally:
+        if background is not None:
+            background.terminate()  # SIGTERM: the worker finishes its round and stops
+            background.join(timeout=30)
 
 
 @app.command()
 def worker() -> None:
     """Run the background worker (deadlines, housekeeping) until interrupted."""
+    _work()
+
+
+def _work() -> None:
     import signal
     import threading
 

@@ -99,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_data_dir()
-    database = db or Database(settings.resolved_database_url)
+    database = db or Database(settings.resolved_database_url, settings.db_pool_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -138,7 +138,8 @@ def test_numbers_follow_a_change_in_the_next_interval(world, monkeypatch):
     next interval (the page asks again every few seconds)."""
     clock = [1000.0]
     monkeypatch.setattr(cockpit.CACHE, "clock", lambda: clock[0])
-    flow = cockpit.get_panel(world.actor(world.db.sessionmaker(), "leader"), "events.flow")
+    with world.db.session() as s:
+        flow = cockpit.get_panel(world.actor(s, "leader"), "events.flow")
     with world.db.session() as s:
         before = cockpit.compute(s, flow, ctx_for(s, world, "leader"))["rows"][0][0]
     with world.db.session() as s:

@@ -6,6 +6,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
     login_window_minutes: int = 15
     # Run the background worker inside `civicgrid serve` (the embedded default).
     embedded_worker: bool = True
+    # Database connections each process keeps (as many again may open in a burst). Every web
+    # process and worker has its own pool: processes × 2 × this must stay under PostgreSQL's
+    # max_connections. `civicgrid serve --workers N` divides the default among its processes.
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     secure_cookies: bool = False
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +42,7 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"])
 intake_router = APIRouter(prefix="/api/v1/events", tags=["events"])
 inbox_router = APIRouter(prefix="/api/v1/inbox", tags=["inbox"])
 P = Permission
+log = logging.getLogger(__name__)
 
 
 def category_out(session: SessionDep, c: Category) -> CategoryOut:
@@ -129,16 +131,22 @@ def _report_batch(db: Database, items: Sequence[_Reported]) -> list[Response | E
                 answers[k] = exc
                 continue
             reports[k] = report_of(actor, item.body, Channel.api if actor.via == "token" else Channel.web)
-        results = service.receive_events(session, list(reports.values()))
         names = service.reporters_of(session, [r.actor.user_id for r in reports.values() if r.actor.user_id])
+        results = service.receive_events(session, list(reports.values()))
+        # Commit first, then write the answers (from what intake already holds, no query): the
+        # rollups' row locks, which other batches wait for, last no longer than the commit.
+        session.commit()
         for (k, report), result in zip(reports.items(), results, strict=True):
             if isinstance(result, AppError):
                 answers[k] = result
-            else:
+                continue
+            try:
                 detail = intake_detail(session, report.actor, result, names)
-                answers[k] = Response(
-                    detail.model_dump_json(), status_code=201, media_type="application/json"
-                )
+            except Exception as exc:  # written: this answer fails, not the batch (no retry)
+                log.exception("the answer to a report that was written failed")
+                answers[k] = exc
+                continue
+            answers[k] = Response(detail.model_dump_json(), status_code=201, media_type="application/json")
     return [answers[k] for k in range(len(items))]
 
 

@@ -737,7 +737,8 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
     query for the categories, one for the owners, one counter upsert per county and day, one
     INSERT each for the events, timeline entries, rollups and audit records — so a report's
     cost is mostly its own duplicate query. The order keeps the locks short: everything that
-    only reads comes first; the numbers and the audit chain's lock are taken last."""
+    only reads comes first; the numbers, the audit chain's lock and the rollups' rows are taken
+last."""
     codes = {r.category_code for r in reports}
     categories = {c.code: c for c in session.scalars(select(Category).where(Category.code.in_(codes)))}
     results: list[Intake | AppError | _Checked] = [
@@ -799,7 +800,6 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
         )
         made.append((c, EventRef(event_id, number)))
     events = insert_rows(session, Event, rows)
-    rollups.count_reported(session, event_ids)
     entries = insert_rows(
         session,
         TimelineEntry,
@@ -825,6 +825,8 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
             for c, ref in made
         ],
     )
+    # Last: other writers wait for the rollups' rows until this transaction commits.
+    rollups.count_reported(session, event_ids)
     intakes = {
         id(c): Intake(event, entry, c.duplicates, c.place.grid.code, c.category, c.owner)
         for c, event, entry in zip(checked, events, entries, strict=True)
