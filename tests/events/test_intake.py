@@ -303,3 +303,37 @@ def test_concurrent_posts_share_commits_and_each_gets_its_own_answer(app, client
     assert len(numbers) == 12
     assert [a.json()["description"] for a in answers[:12]] == [f"第{k}处路面破损" for k in range(12)]
     assert len(commits) < 12
+
+
+def test_an_answer_that_fails_after_the_commit_fails_alone_and_is_not_written_twice(
+    app, client, world, monkeypatch
+):
+    """Answers are built after the batch commits: one that fails gets a 500, the others their
+    201, and its report stays written once (a retry of the batch would have written it again)."""
+    import asyncio
+
+    import httpx
+
+    from civicgrid.events import api
+
+    headers = login_headers(client, "grid_worker")
+    built = api.intake_detail
+
+    def failing(session: Any, actor: Any, intake: Any, *args: Any) -> Any:
+        if intake.event.description == "第3处路面破损":
+            raise RuntimeError("the answer could not be built")
+        return built(session, actor, intake, *args)
+
+    monkeypatch.setattr(api, "intake_detail", failing)
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            bodies = [{**REPORT, "lon": 1.0 + k * 0.1, "description": f"第{k}处路面破损"} for k in range(6)]
+            return await asyncio.gather(*(c.post("/api/v1/events", headers=headers, json=b) for b in bodies))
+
+    answers = asyncio.run(post_all())
+    assert [a.status_code for a in answers] == [201, 201, 201, 500, 201, 201]
+    with world.db.session() as s:
+        written = s.scalars(select(Event.description).where(Event.description.like("第%处路面破损"))).all()
+    assert sorted(written) == sorted(f"第{k}处路面破损" for k in range(6))

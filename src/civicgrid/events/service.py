@@ -729,15 +729,15 @@ def _batch_duplicates(
 
 def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake | AppError]:
     """Take in reports, each on its own terms: locate, route to its owner, check duplicates,
-        set the acceptance deadline, number, write the event, its first timeline entry and the
-        audit record. A report that fails a check gets its error in its place in the result and
-        writes nothing; the others go on.
+    set the acceptance deadline, number, write the event, its first timeline entry and the
+    audit record. A report that fails a check gets its error in its place in the result and
+    writes nothing; the others go on.
 
-        Several reports at once (the API's group commit, imports) share every statement: one
-        query for the categories, one for the owners, one counter upsert per county and day, one
-        INSERT each for the events, timeline entries, rollups and audit records — so a report's
-        cost is mostly its own duplicate query. The order keeps the locks short: everything that
-        only reads comes first; the numbers, the audit chain's lock and the rollups' rows are taken
+    Several reports at once (the API's group commit, imports) share every statement: one
+    query for the categories, one for the owners, one counter upsert per county and day, one
+    INSERT each for the events, timeline entries, rollups and audit records — so a report's
+    cost is mostly its own duplicate query. The order keeps the locks short: everything that
+    only reads comes first; the numbers, the audit chain's lock and the rollups' rows come
     last."""
     codes = {r.category_code for r in reports}
     categories = {c.code: c for c in session.scalars(select(Category).where(Category.code.in_(codes)))}
