@@ -16,7 +16,7 @@ from civicgrid.accounts.permissions import Role, permissions_for
 from civicgrid.core import audit
 from civicgrid.core.auth import Actor
 from civicgrid.core.config import get_settings
-from civicgrid.core.db import utcnow
+from civicgrid.core.db import one_of, utcnow
 from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied, TooManyRequests
 from civicgrid.core.security import hash_password, new_token, token_hash, verify_password
 from civicgrid.core.vocab import Platform
@@ -438,7 +438,11 @@ def actors_for_api_tokens(session: Session, tokens: Iterable[str]) -> dict[str, 
         .join(Membership, (Membership.id == ApiToken.membership_id) & (Membership.user_id == User.id))
         .join(Org, Org.id == Membership.org_id)
         .join(regions.Region, regions.Region.id == Org.region_id)
-        .where(ApiToken.token_hash.in_(list(hashes)), ApiToken.revoked_at.is_(None), User.active.is_(True))
+        .where(
+            one_of(session, ApiToken.token_hash, hashes),
+            ApiToken.revoked_at.is_(None),
+            User.active.is_(True),
+        )
     ).all()
     now = utcnow()
     out: dict[str, Actor] = {}

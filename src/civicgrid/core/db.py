@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -15,6 +15,8 @@ from sqlalchemy import (
     MetaData,
     Table,
     TextClause,
+    any_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -22,16 +24,19 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    QueryableAttribute,
     Session,
     make_transient_to_detached,
     mapped_column,
     sessionmaker,
 )
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
@@ -128,6 +133,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def one_of(
+    session: Session, column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """`column IN (values)` for statements that run on every request. On PostgreSQL it is
+    `column = ANY(:array)`: one parameter, so the statement's text is the same for any number
+    of values and is compiled, converted and prepared once per connection (an IN list is
+    rendered anew for each length: ≈ 0.3 ms more CPU at 64 values). Elsewhere an IN list."""
+    expr = column.expression if isinstance(column, QueryableAttribute) else column
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return expr == any_(bindparam(None, values, type_=ARRAY(expr.type)))
+    return expr.in_(values)
 
 
 # ---- bulk inserts that keep the ORM's view ---------------------------------------------------
@@ -242,13 +261,29 @@ def _json_insert(table: Table, names: tuple[str, ...], counters: tuple[str, ...]
 def _full_row(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
     """Every column: the value given, else the column's Python-side default, else NULL."""
     row = {}
-    for c in table.columns:
-        if c.key in values:
-            row[c.key] = values[c.key]
-        elif c.default is not None and c.default.is_scalar:
-            row[c.key] = c.default.arg  # type: ignore[attr-defined]
-        elif c.default is not None and c.default.is_callable:
-            row[c.key] = c.default.arg(None)  # type: ignore[attr-defined]
+    for key, scalar, call in _defaults(table):
+        if key in values:
+            row[key] = values[key]
+        elif call is not None:
+            row[key] = call(None)
         else:
-            row[c.key] = None
+            row[key] = scalar
     return row
+
+
+_DEFAULTS: dict[Table, list[tuple[str, Any, Callable[[Any], Any] | None]]] = {}
+
+
+def _defaults(table: Table) -> list[tuple[str, Any, Callable[[Any], Any] | None]]:
+    """Per column: its key, its scalar default (or None) and its callable default (or None),
+    read off the table once (iterating `table.columns` builds a list on every call)."""
+    found = _DEFAULTS.get(table)
+    if found is None:
+        found = []
+        for c in table.columns:
+            d = c.default
+            scalar = d.arg if d is not None and d.is_scalar else None  # type: ignore[attr-defined]
+            call = d.arg if d is not None and d.is_callable else None  # type: ignore[attr-defined]
+            found.append((c.key, scalar, call))
+        _DEFAULTS[table] = found
+    return found

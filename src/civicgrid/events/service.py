@@ -24,7 +24,7 @@ from civicgrid.accounts.permissions import Permission
 from civicgrid.core import audit
 from civicgrid.core.auth import Actor
 from civicgrid.core.calendar import WorkCalendar, build_calendar, default_calendar
-from civicgrid.core.db import insert_rows, new_ids, utcnow
+from civicgrid.core.db import insert_rows, new_ids, one_of, utcnow
 from civicgrid.core.errors import AppError, Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.vocab import Platform
 from civicgrid.events import rollups
@@ -332,8 +332,23 @@ class Place:
 def place_of(session: Session, lon: float, lat: float) -> Place:
     """The grid and its village, township and county (cached references: `id`, `code`,
     `name`, `level`, `path`), or a 422 outside the jurisdiction."""
-    by_level = {str(r.level): r for r in regions.locate(session, lon, lat)}
-    return Place(by_level["grid"], by_level["village"], by_level["township"], by_level["county"])
+    found = places_of(session, [(lon, lat)])[0]
+    if isinstance(found, Invalid):
+        raise found
+    return found
+
+
+def places_of(session: Session, points: Sequence[tuple[float, float]]) -> list[Place | Invalid]:
+    """`place_of` of several points at once (one grid-index query); an Invalid for a point
+    outside the jurisdiction."""
+    out: list[Place | Invalid] = []
+    for chain in regions.locate_many(session, points):
+        if isinstance(chain, Invalid):
+            out.append(chain)
+            continue
+        by_level = {str(r.level): r for r in chain}
+        out.append(Place(by_level["grid"], by_level["village"], by_level["township"], by_level["county"]))
+    return out
 
 
 def owner_for(session: Session, place: Place, start_level: Level) -> Org:
@@ -367,8 +382,8 @@ def owners_for(session: Session, wanted: Sequence[tuple[Place, Level]]) -> list[
         select(Org)
         .where(
             Org.active.is_(True),
-            Org.region_id.in_(sorted({r for r, _ in pairs})),
-            Org.kind.in_(sorted({k for _, k in pairs})),
+            one_of(session, Org.region_id, sorted({r for r, _ in pairs})),
+            one_of(session, Org.kind, sorted({k for _, k in pairs})),
         )
         .order_by(Org.id)
     ).all()
@@ -666,6 +681,16 @@ class _Checked:
     description: str
     duplicates: list[DuplicateCandidate]
 
+    @classmethod
+    def of(
+        cls, slot: int, report: Report, category: Category, rules: dict[int, dict[str, Any]], place: Place
+    ) -> _Checked:
+        description = (report.description or "").strip()
+        title = (report.title or description[:40]).strip()
+        at = report.reported_at or utcnow()
+        owner: Org = None  # type: ignore[assignment]  # found for the whole batch next
+        return cls(slot, report, category, rules[category.id], place, owner, at, title, description, [])
+
     def probe(self) -> Probe:
         r = self.report
         return Probe(self.category.id, r.lon, r.lat, f"{self.title} {self.description}", self.at, self.rules)
@@ -675,10 +700,9 @@ class _Checked:
         return self.place.county.code[:6], local_date(self.at)
 
 
-def _check_report(
-    session: Session, slot: int, report: Report, categories: dict[str, Category]
-) -> _Checked | AppError:
-    """Everything about one report that needs no write: permission, category, text, place."""
+def _check_report(report: Report, categories: dict[str, Category]) -> Category | AppError:
+    """Everything about one report that needs neither a query nor its place: permission,
+    category, text. Returns its category."""
     try:
         if not report.actor.can(P.events_report):
             raise PermissionDenied("Your role does not allow this.")
@@ -694,13 +718,9 @@ def _check_report(
             raise Invalid("Describe what is wrong.", field="description")
         if len(description) > DESCRIPTION_MAX or len(report.title) > TITLE_MAX:
             raise Invalid("The title or description is too long.", field="description")
-        place = place_of(session, report.lon, report.lat)
     except AppError as exc:
         return exc
-    title = (report.title or description[:40]).strip()
-    at = report.reported_at or utcnow()
-    owner: Org = None  # type: ignore[assignment]  # found for the whole batch next
-    return _Checked(slot, report, category, rules_of(category), place, owner, at, title, description, [])
+    return category
 
 
 def _checked(results: Sequence[object]) -> list[_Checked]:
@@ -710,15 +730,15 @@ def _checked(results: Sequence[object]) -> list[_Checked]:
 def _batch_duplicates(
     checked: _Checked, earlier: Sequence[tuple[_Checked, EventRef]]
 ) -> list[DuplicateCandidate]:
-    """Duplicate candidates among the reports taken in before this one in the same batch
-    (not yet visible to the query): the same test as `duplicates_of`."""
+    """Duplicate candidates among the reports of the same category taken in before this one
+    in the same batch (not yet visible to the query): the same test as `duplicates_of`."""
     probe = checked.probe()
     if probe.rules["dup_radius_m"] <= 0:
         return []
     since = probe.at - timedelta(hours=probe.rules["dup_window_hours"])
     found = []
     for other, ref in earlier:
-        if other.category.id != checked.category.id or not (since <= other.at <= checked.at):
+        if not (since <= other.at <= checked.at):
             continue
         o = other.report
         hit = _similar(probe, ref, o.lon, o.lat, other.title, other.description)
@@ -740,10 +760,23 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
     only reads comes first; the numbers, the audit chain's lock and the rollups' rows come
     last."""
     codes = {r.category_code for r in reports}
-    categories = {c.code: c for c in session.scalars(select(Category).where(Category.code.in_(codes)))}
-    results: list[Intake | AppError | _Checked] = [
-        _check_report(session, k, r, categories) for k, r in enumerate(reports)
-    ]
+    categories = {
+        c.code: c for c in session.scalars(select(Category).where(one_of(session, Category.code, codes)))
+    }
+    rules = {c.id: rules_of(c) for c in categories.values()}  # one dict per category, read only
+    found = [_check_report(r, categories) for r in reports]
+    passed = [k for k, f in enumerate(found) if isinstance(f, Category)]
+    points = [(reports[k].lon, reports[k].lat) for k in passed]
+    places = dict(zip(passed, places_of(session, points), strict=True))
+    results: list[Intake | AppError | _Checked] = []
+    for k, (report, category) in enumerate(zip(reports, found, strict=True)):
+        if isinstance(category, AppError):
+            results.append(category)
+            continue
+        place = places[k]  # or outside the jurisdiction
+        results.append(
+            place if isinstance(place, Invalid) else _Checked.of(k, report, category, rules, place)
+        )
     located = _checked(results)
     owners = owners_for(session, [(c.place, Level(c.rules["start_level"])) for c in located])
     for c, owner in zip(located, owners, strict=True):
@@ -760,11 +793,14 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
         wanted[c.counter()] = wanted.get(c.counter(), 0) + 1
     numbers = {key: list(reversed(taken)) for key, taken in take_numbers(session, wanted).items()}
     event_ids, entry_ids = new_ids(session, [Event.__table__, TimelineEntry.__table__], len(checked))  # type: ignore[list-item]
+    rules_json = {k: json.dumps(r, ensure_ascii=False) for k, r in rules.items()}
     rows: list[dict[str, Any]] = []
     made: list[tuple[_Checked, EventRef]] = []
+    by_category: dict[int, list[tuple[_Checked, EventRef]]] = {}
     for c, event_id in zip(checked, event_ids, strict=True):
         number = numbers[c.counter()].pop()
-        in_batch = _batch_duplicates(c, made)
+        same = by_category.setdefault(c.category.id, [])
+        in_batch = _batch_duplicates(c, same)
         c.duplicates = sorted(c.duplicates + in_batch, key=lambda d: (-d.similarity, d.distance_m))[:5]
         r = c.report
         cal = calendar_for(session, c.owner.id)
@@ -774,7 +810,7 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
                 "number": number,
                 "category_id": c.category.id,
                 "platform": c.category.platform,
-                "rules": json.dumps(c.rules, ensure_ascii=False),
+                "rules": rules_json[c.category.id],
                 "title": c.title,
                 "description": c.description,
                 "address": r.address.strip(),
@@ -799,6 +835,7 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
             }
         )
         made.append((c, EventRef(event_id, number)))
+        same.append(made[-1])
     events = insert_rows(session, Event, rows)
     entries = insert_rows(
         session,
@@ -1062,7 +1099,9 @@ def describe(
 
 def reporters_of(session: Session, user_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """Name and phone of reporting users, for `describe` (one query for a batch of events)."""
-    rows = session.execute(select(User.id, User.display_name, User.phone).where(User.id.in_(set(user_ids))))
+    rows = session.execute(
+        select(User.id, User.display_name, User.phone).where(one_of(session, User.id, set(user_ids)))
+    )
     return {r.id: (r.display_name, r.phone or "") for r in rows}
 
 

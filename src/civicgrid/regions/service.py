@@ -917,25 +917,41 @@ def locate(session: Session, lon: float, lat: float) -> tuple[RegionRef, ...]:
     """`grid_for_point` for intake: the grid's chain, city first and grid last, as cached
     references — no query once a grid has been seen (regions change only by import, which
     drops the cache in this process at once and in others within FINGERPRINT_SECONDS)."""
-    if not (np.isfinite(lon) and np.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
-        raise _outside(lon, lat)
+    found = locate_many(session, [(lon, lat)])[0]
+    if isinstance(found, Invalid):
+        raise found
+    return found
+
+
+def locate_many(
+    session: Session, points: Sequence[tuple[float, float]]
+) -> list[tuple[RegionRef, ...] | Invalid]:
+    """`locate` of several points, with one tree query for all of them (a batch of reports);
+    an Invalid in the place of a point outside the jurisdiction."""
+    if not points:
+        return []
     index = grid_index(session)
     cached = _indexes.get(_db_key(session))
-    pos = index.position(lon, lat)
-    if pos == NOT_FOUND:
-        raise _outside(lon, lat)
-    grid_id = int(index.ids[pos])
     places = cached.places if cached is not None and cached.index is index else {}
-    chain = places.get(grid_id)
-    if chain is None:
-        grid = session.get(Region, grid_id)
-        if grid is None:
-            raise _outside(lon, lat)
-        chain = tuple(
-            RegionRef(r.id, r.code, r.name, r.level, r.path) for r in [*ancestors(session, grid), grid]
-        )
-        places[grid_id] = chain
-    return chain
+    lons = np.asarray([p[0] for p in points], dtype=np.float64)
+    lats = np.asarray([p[1] for p in points], dtype=np.float64)
+    valid = np.isfinite(lons) & np.isfinite(lats) & (np.abs(lons) <= 180) & (np.abs(lats) <= 90)
+    positions = np.full(lons.shape, NOT_FOUND, dtype=np.int64)
+    positions[valid] = index.positions(lons[valid], lats[valid])
+    out: list[tuple[RegionRef, ...] | Invalid] = []
+    found = [int(p) for p in positions]
+    for (lon, lat), pos in zip(points, found, strict=True):
+        chain = places.get(int(index.ids[pos])) if pos != NOT_FOUND else None
+        if chain is None and pos != NOT_FOUND:
+            grid = session.get(Region, int(index.ids[pos]))
+            if grid is not None:
+                chain = tuple(
+                    RegionRef(r.id, r.code, r.name, r.level, r.path)
+                    for r in [*ancestors(session, grid), grid]
+                )
+                places[grid.id] = chain
+        out.append(chain if chain is not None else _outside(lon, lat))
+    return out
 
 
 def grids_for_points(session: Session, lons: ArrayLike, lats: ArrayLike) -> NDArray[np.int64]:
