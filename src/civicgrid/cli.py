@@ -76,10 +76,12 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(settings), **where)  # type: ignore[arg-type]
         return
-    # Several processes: uvicorn starts each from the environment, so what they must all share
-    # goes there. The background worker runs once, in a process of its own, not in each of them;
-    # the default connection pool is divided among the processes (see Settings.db_pool_size).
+    # Several processes (core/serving.py): they start from the environment, so what they must all
+    # share goes there. The background worker runs once, in a process of its own, not in each of
+    # them; the default connection pool is divided among the processes (Settings.db_pool_size).
     import multiprocessing
+
+    from civicgrid.core.serving import AddressInUse, serve_processes
 
     background = None
     if settings.embedded_worker:
@@ -88,11 +90,20 @@ def serve(
     os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
     os.environ.setdefault("CIVICGRID_DB_POOL_SIZE", str(max(4, settings.db_pool_size // workers)))
     try:
-        uvicorn.run("civicgrid.main:create_app", factory=True, workers=workers, **where)  # type: ignore[arg-type]
+        code = serve_processes(
+            settings.host if host is None else host,
+            port or settings.port,
+            workers,
+            settings.log_level.lower(),
+        )
+    except AddressInUse as exc:
+        raise _fail(str(exc)) from exc
     finally:
         if background is not None:
             background.terminate()  # SIGTERM: the worker finishes its round and stops
             background.join(timeout=30)
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command()
