@@ -57,6 +57,16 @@ def test_bad_input_is_clear_and_writes_nothing(client, world):
         res = client.post("/api/v1/events", headers=resident, json=body)
         assert res.status_code == code, res.text
         assert text in res.json()["error"]["message"], res.text
+    # the route reads its body itself: a broken or missing JSON body is the same clear 422
+    for raw in (b'{"category": "0102", "lon": 2.5,', b""):
+        res = client.post(
+            "/api/v1/events", headers={**resident, "Content-Type": "application/json"}, content=raw
+        )
+        assert res.status_code == 422 and "输入无效" in res.json()["error"]["message"], res.text
+    res = client.post(
+        "/api/v1/events", headers=resident, json={k: v for k, v in REPORT.items() if k != "lon"}
+    )
+    assert res.status_code == 422 and "lon" in res.json()["error"]["message"], res.text
     assert client.get("/api/v1/events", headers=resident).json()["total"] == 0
     res = client.post("/api/v1/events", headers=login_headers(client, "resident"), json=REPORT)
     number = res.json()["number"]
@@ -93,3 +103,11 @@ def test_inbox_shows_translated_notices(client, world):
     res = client.post(f"/api/v1/inbox/{notes[0]['id']}/read", headers=resident)
     assert res.json()["read_at"] is not None
     assert client.get("/api/v1/inbox", headers=resident, params={"unread": True}).json() == []
+
+
+def test_the_report_body_is_documented(client):
+    """POST /api/v1/events reads its body itself; /docs still shows what to send."""
+    op = client.get("/openapi.json").json()["paths"]["/api/v1/events"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert {"category", "lon", "lat", "description"} <= set(schema["required"])
+    assert schema["properties"]["lat"]["maximum"] == 90

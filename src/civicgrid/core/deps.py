@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from civicgrid.core.auth import Actor
@@ -20,6 +22,24 @@ from civicgrid.core.errors import AppError, PermissionDenied, Unauthenticated
 SESSION_COOKIE = "cg_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def json_body(model: type[B], raw: bytes) -> B:
+    """A JSON body read by the route itself (the busiest routes: a declared body parameter
+    costs FastAPI's dependency machinery ≈ 0.05 ms a request), with the same 422 as one."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` of a route that reads its body with `json_body`: the body as /docs shows it."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -14,7 +14,15 @@ from fastapi import APIRouter, Query, Request, Response, status
 from civicgrid.accounts.permissions import Permission
 from civicgrid.core.auth import Actor
 from civicgrid.core.db import Database
-from civicgrid.core.deps import Credentials, SessionDep, actors_of, authorised, requires
+from civicgrid.core.deps import (
+    Credentials,
+    SessionDep,
+    actors_of,
+    authorised,
+    json_body,
+    json_body_doc,
+    requires,
+)
 from civicgrid.core.errors import AppError
 from civicgrid.core.groupcommit import GroupCommit
 from civicgrid.core.i18n import gettext
@@ -99,11 +107,13 @@ def update_category(
     response_model=EventDetail,
     status_code=status.HTTP_201_CREATED,
     responses={401: {"description": "Not logged in"}, 403: {"description": "Not allowed"}},
+    openapi_extra=json_body_doc(EventIn),
 )
-async def report_event(body: EventIn, request: Request) -> Response:
+async def report_event(request: Request) -> Response:
     """Report an event (bearer token or browser session with the CSRF header). Reports that
     arrive together are written in one transaction (group commit); the answer comes after the
     commit, serialised in the batch's thread (the event loop only passes the bytes on)."""
+    body = json_body(EventIn, await request.body())
     state = request.app.state
     queue: GroupCommit[_Reported, Response] | None = getattr(state, "event_intake", None)
     if queue is None:
