@@ -153,6 +153,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     from civicgrid.risks import web as risks_web
     from civicgrid.web import web as shell_web
 
+    # The busiest route first, as a plain Starlette route (events/api.py, after report_event).
+    app.add_route("/api/v1/events", events_api.report_event, methods=["POST"], include_in_schema=False)
     for router in (
         events_api.intake_router,  # first: see there
         accounts_api.router,

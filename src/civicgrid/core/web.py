@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import QueryParams
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicgrid.core.i18n import (
@@ -75,11 +77,17 @@ class LocaleMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        req = Request(scope)
-        explicit = req.query_params.get("lang")
-        locale = negotiate_locale(
-            explicit or req.cookies.get(LOCALE_COOKIE), req.headers.get("accept-language")
-        )
+        # Read straight off the scope: this runs on every request, and a Request with its
+        # parsed query string and cookies cost more than the choice itself.
+        query: bytes = scope.get("query_string", b"")
+        explicit = QueryParams(query).get("lang") if b"lang=" in query else None
+        cookie = accept = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie = cookie_parser(value.decode("latin-1")).get(LOCALE_COOKIE)
+            elif name == b"accept-language":
+                accept = value.decode("latin-1")
+        locale = negotiate_locale(explicit or cookie, accept)
         token = set_locale(locale)
 
         async def send_with_cookie(message: Any) -> None:
