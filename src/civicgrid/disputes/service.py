@@ -60,6 +60,7 @@ from civicgrid.disputes.models import (
     TimelineEntry,
 )
 from civicgrid.events import service as events
+from civicgrid.events.models import OPEN_STATES as EVENT_OPEN_STATES
 from civicgrid.regions import service as regions
 from civicgrid.regions.models import Region, RegionLevel
 
@@ -1608,7 +1609,7 @@ def untaken_dispute_events(session: Session, actor: Actor, limit: int = 50) -> l
         events.visible_stmt(actor)
         .where(
             events.Event.category_id.in_(cats),
-            events.Event.state.in_(events.OPEN_STATES),
+            events.Event.state.in_(EVENT_OPEN_STATES),
             events.Event.id.not_in(taken),
         )
         .order_by(events.Event.id.desc())

@@ -27,7 +27,7 @@ from civicgrid.core.errors import Conflict, Invalid, NotFound, PermissionDenied
 from civicgrid.core.i18n import gettext
 from civicgrid.core.workflow import Workflow
 from civicgrid.events import service
-from civicgrid.events.models import STATE_LABELS, Event, EventOrg, Level, State
+from civicgrid.events.models import OPEN_STATES, STATE_LABELS, Event, EventOrg, Level, State
 from civicgrid.regions import service as regions
 
 P = Permission
@@ -194,7 +194,7 @@ def do_merge(session: Session, actor: Actor, event: Event, *, into_number: str) 
     _owner(actor, event)
     _check_state(event, "merge")
     target = service.get_event(session, actor, into_number)
-    if target.id == event.id or target.merged_into_id is not None or target.state not in service.OPEN_STATES:
+    if target.id == event.id or target.merged_into_id is not None or target.state not in OPEN_STATES:
         raise Invalid(
             "Event {number} cannot take a merge: it is itself merged or finished.", number=target.number
         )

@@ -29,7 +29,7 @@ from civicgrid.core.auth import Actor
 from civicgrid.core.config import get_settings
 from civicgrid.core.errors import AppError, Invalid, NotFound, PermissionDenied
 from civicgrid.events import service
-from civicgrid.events.models import Attachment, Event, State
+from civicgrid.events.models import OPEN_STATES, Attachment, Event, State
 
 P = Permission
 
@@ -55,7 +55,7 @@ def may_attach(session: Session, actor: Actor, event: Event) -> bool:
     """The reporter while the event is open; grid workers (in scope) while it is open; the lead
     department's handlers while handling and with the result; dispatchers of the owner office
     until it is archived. The caller has already checked the actor may see the event."""
-    open_ = event.state in service.OPEN_STATES
+    open_ = event.state in OPEN_STATES
     if open_ and event.reporter_user_id and actor.user_id == event.reporter_user_id:
         return True
     if open_ and actor.role == Role.grid_worker:

@@ -29,6 +29,7 @@ from civicgrid.core.errors import AppError, Conflict, Invalid, NotFound, Permiss
 from civicgrid.core.vocab import Platform
 from civicgrid.events import rollups
 from civicgrid.events.models import (
+    OPEN_PREDICATE,
     Category,
     Channel,
     Event,
@@ -47,15 +48,6 @@ from civicgrid.regions import service as regions
 CATALOGUE = Path(__file__).resolve().parent / "data" / "catalogue.json"
 P = Permission
 
-# States in which an event is still being worked on (deadlines run, duplicates may attach).
-OPEN_STATES = (
-    State.reported,
-    State.accepted,
-    State.dispatched,
-    State.handling,
-    State.handled,
-    State.suspended,
-)
 FINISHED_STATES = (State.closed, State.rated, State.archived)
 
 # ---- catalogue --------------------------------------------------------------------------
@@ -523,7 +515,6 @@ def duplicates_of(
 
 
 _BOX = ("k", "cat", "since", "lat0", "lat1", "lon0", "lon1", "excl")
-_OPEN = ", ".join(f"'{s.value}'" for s in OPEN_STATES)
 _DUPLICATES_PG = text(
     f"""
 SELECT p.k AS probe, e.id, e.number, e.title, e.description, e.lon, e.lat
@@ -532,7 +523,7 @@ FROM unnest(CAST(:k AS int[]), CAST(:cat AS int[]), CAST(:since AS timestamptz[]
      AS p(k, cat, since, lat0, lat1, lon0, lon1, excl)
 CROSS JOIN LATERAL (
   SELECT id, number, title, description, lon, lat FROM event
-  WHERE category_id = p.cat AND state IN ({_OPEN}) AND reported_at >= p.since
+  WHERE category_id = p.cat AND {OPEN_PREDICATE} AND reported_at >= p.since
     AND lat BETWEEN p.lat0 AND p.lat1 AND lon BETWEEN p.lon0 AND p.lon1 AND id <> p.excl
   ORDER BY id DESC LIMIT 200
 ) AS e"""
@@ -556,7 +547,7 @@ def _duplicate_search(
         )
         .where(
             Event.category_id == category_id,
-            Event.state.in_(OPEN_STATES),
+            text(OPEN_PREDICATE),
             Event.reported_at >= since,
             Event.lat.between(lat0, lat1),
             Event.lon.between(lon0, lon1),

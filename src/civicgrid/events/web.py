@@ -33,7 +33,7 @@ from civicgrid.core.pagination import PageDep, paginate
 from civicgrid.core.vocab import PLATFORM_LABELS, Platform
 from civicgrid.core.web import render
 from civicgrid.events import actions, attachments, attachments_api, export, service
-from civicgrid.events.models import STATE_LABELS, Channel, Event, State
+from civicgrid.events.models import OPEN_STATES, STATE_LABELS, Channel, Event, State
 from civicgrid.regions import service as regions
 from civicgrid.web.web import safe_next
 
@@ -172,9 +172,7 @@ def queue_row(session: Session, actor: Actor, event: Event, now: datetime | None
         dup = None
     r["duplicate"] = (
         {"number": dup.number, "title": dup.title, "state": gettext(STATE_LABELS[dup.state])}
-        if dup is not None
-        and dup.state in service.OPEN_STATES
-        and event.state in (State.reported, State.accepted)
+        if dup is not None and dup.state in OPEN_STATES and event.state in (State.reported, State.accepted)
         else None
     )
     r["actions"] = actions.available_actions(session, actor, event)
