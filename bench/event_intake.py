@@ -20,10 +20,12 @@ processes, the PostgreSQL backends of the benchmark database and the client proc
 the ceiling of an idle 2-core machine is 2 s / (CPU seconds per event) whatever the load of
 the shared machine while it runs. `--baseline-src DIR` also runs the server from another
 source tree (e.g. `git archive HEAD | tar -x -C DIR`) against the same database: an A/B in
-one run. `--serve` starts this tree and the baseline as an operator would, `civicgrid serve
---workers N` (a `--factory` by uvicorn's command line); `--no-floor` skips the `GET /healthz`
-runs. `--py-spy` adds a run under py-spy (GIL-holding samples of the workers, the POSTs only)
-and prints where Python spends its CPU; `--profile` profiles the same calls in-process and counts SQL.
+one run (the database is migrated by this tree: an index this tree adds serves the baseline
+too; drop it from the baseline's copy to measure it). `--serve` starts this tree and the
+baseline as an operator would, `civicgrid serve --workers N` (a `--factory` by uvicorn's command
+line); `--no-floor` skips the `GET /healthz` runs. `--py-spy` adds a run under py-spy
+(GIL-holding samples of the workers, the POSTs only) and prints where Python spends its CPU;
+`--profile` profiles the same calls in-process and counts SQL.
 """
 
 from __future__ import annotations
