@@ -67,9 +67,11 @@ def serve(
 
     settings = get_settings()
     configure(settings.log_level)
+    host = host or settings.host
+    port = port or settings.port
     where = {
-        "host": host or settings.host,
-        "port": port or settings.port,
+        "host": host,
+        "port": port,
         "log_level": settings.log_level.lower(),
         "access_log": False,  # our own access log leaves out query strings (personal data)
     }
@@ -90,12 +92,7 @@ def serve(
     os.environ["CIVICGRID_EMBEDDED_WORKER"] = "false"
     os.environ.setdefault("CIVICGRID_DB_POOL_SIZE", str(max(4, settings.db_pool_size // workers)))
     try:
-        code = serve_processes(
-            settings.host if host is None else host,
-            port or settings.port,
-            workers,
-            settings.log_level.lower(),
-        )
+        code = serve_processes(host, port, workers, settings.log_level.lower())
     except AddressInUse as exc:
         raise _fail(str(exc)) from exc
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -281,9 +282,14 @@ DEADLINE_STAGE_STATES = {
 }
 
 
+def state_predicate(states: Iterable[str]) -> str:
+    """`state IN ('a', 'b', …)` as literal SQL, for a partial index and the queries that must
+    repeat its predicate word for word (so that both planners see that the index applies)."""
+    return "state IN (" + ", ".join(f"'{s}'" for s in states) + ")"
+
+
 def deadline_pending_predicate(stage: str) -> str:
-    states = ", ".join(f"'{s}'" for s in DEADLINE_STAGE_STATES[stage])
-    return f"state IN ({states}) AND notices NOT LIKE '%{stage}:overdue%'"
+    return f"{state_predicate(DEADLINE_STAGE_STATES[stage])} AND notices NOT LIKE '%{stage}:overdue%'"
 
 
 # States in which an event is still being worked on (deadlines run, duplicates may attach).
@@ -295,8 +301,7 @@ OPEN_STATES = (
     State.handled,
     State.suspended,
 )
-# Queries repeat it literally, so that both planners see that the partial index applies.
-OPEN_PREDICATE = "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")"
+OPEN_PREDICATE = state_predicate(OPEN_STATES)
 
 # The duplicate search on every report (events/service.py, duplicates_of): open events of the
 # category in a thin band of latitude, the longitude and the time window checked in the index.

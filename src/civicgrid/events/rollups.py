@@ -70,7 +70,7 @@ from sqlalchemy.orm.attributes import NO_VALUE
 
 from civicgrid.core.calendar import default_calendar
 from civicgrid.core.db import Base, insert_many
-from civicgrid.events.models import Event, Level, State, TimelineEntry
+from civicgrid.events.models import Event, Level, State, TimelineEntry, state_predicate
 
 # ---- the table -------------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ OPEN_STATES = (
     State.verified,
     State.suspended,
 )
-OPEN_PREDICATE = "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")"
+OPEN_PREDICATE = state_predicate(OPEN_STATES)
 Index(
     "ix_event_open",
     Event.township_id,

@@ -674,13 +674,13 @@ class _Checked:
 
     @classmethod
     def of(
-        cls, slot: int, report: Report, category: Category, rules: dict[int, dict[str, Any]], place: Place
+        cls, slot: int, report: Report, category: Category, rules: dict[str, Any], place: Place
     ) -> _Checked:
         description = (report.description or "").strip()
         title = (report.title or description[:40]).strip()
         at = report.reported_at or utcnow()
         owner: Org = None  # type: ignore[assignment]  # found for the whole batch next
-        return cls(slot, report, category, rules[category.id], place, owner, at, title, description, [])
+        return cls(slot, report, category, rules, place, owner, at, title, description, [])
 
     def probe(self) -> Probe:
         r = self.report
@@ -766,7 +766,9 @@ def receive_events(session: Session, reports: Sequence[Report]) -> list[Intake |
             continue
         place = places[k]  # or outside the jurisdiction
         results.append(
-            place if isinstance(place, Invalid) else _Checked.of(k, report, category, rules, place)
+            place
+            if isinstance(place, Invalid)
+            else _Checked.of(k, report, category, rules[category.id], place)
         )
     located = _checked(results)
     owners = owners_for(session, [(c.place, Level(c.rules["start_level"])) for c in located])

@@ -928,28 +928,25 @@ def locate_many(
 ) -> list[tuple[RegionRef, ...] | Invalid]:
     """`locate` of several points, with one tree query for all of them (a batch of reports);
     an Invalid in the place of a point outside the jurisdiction."""
-    if not points:
-        return []
-    index = grid_index(session)
-    cached = _indexes.get(_db_key(session))
-    places = cached.places if cached is not None and cached.index is index else {}
     lons = np.asarray([p[0] for p in points], dtype=np.float64)
     lats = np.asarray([p[1] for p in points], dtype=np.float64)
     valid = np.isfinite(lons) & np.isfinite(lats) & (np.abs(lons) <= 180) & (np.abs(lats) <= 90)
-    positions = np.full(lons.shape, NOT_FOUND, dtype=np.int64)
-    positions[valid] = index.positions(lons[valid], lats[valid])
+    grid_ids = np.full(lons.shape, NOT_FOUND, dtype=np.int64)
+    if valid.any():
+        grid_ids[valid] = grids_for_points(session, lons[valid], lats[valid])
+    cached = _indexes.get(_db_key(session))  # the grid chains, loaded with the index
+    places = cached.places if cached is not None else {}
     out: list[tuple[RegionRef, ...] | Invalid] = []
-    found = [int(p) for p in positions]
-    for (lon, lat), pos in zip(points, found, strict=True):
-        chain = places.get(int(index.ids[pos])) if pos != NOT_FOUND else None
-        if chain is None and pos != NOT_FOUND:
-            grid = session.get(Region, int(index.ids[pos]))
+    for (lon, lat), grid_id in zip(points, [int(g) for g in grid_ids], strict=True):
+        chain = places.get(grid_id) if grid_id != NOT_FOUND else None
+        if chain is None and grid_id != NOT_FOUND:
+            grid = session.get(Region, grid_id)
             if grid is not None:
                 chain = tuple(
                     RegionRef(r.id, r.code, r.name, r.level, r.path)
                     for r in [*ancestors(session, grid), grid]
                 )
-                places[grid.id] = chain
+                places[grid_id] = chain
         out.append(chain if chain is not None else _outside(lon, lat))
     return out
 
